@@ -1,0 +1,105 @@
+"""Configuration of QSM: static choices (shapes, program) and numeric hyperparameters.
+
+``QSMConfig`` is hashable and static: changing it recompiles. ``QSMHyperparams`` is a
+pytree of float leaves stored in the train state, so ``jax.vmap`` can sweep over them
+(several M_q values in one program) and changing them never recompiles.
+Defaults are the authors' (see ``shared/QSM_SPEC.md``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Tuple
+
+import flax.struct
+import jax.numpy as jnp
+
+from qsm_jax.diffusion import BETA_SCHEDULES
+
+
+@dataclasses.dataclass(frozen=True)
+class QSMConfig:
+  """Static configuration: anything that changes array shapes or the compiled program.
+
+  Attributes:
+    T: number of diffusion steps.
+    beta_schedule: 'vp' (default), 'cosine' or 'linear'.
+    clip_sampler: clip x to [-1, 1] after every sampler step.
+    num_critics: size of the critic ensemble (2: the twin critics of the spec).
+    actor_hidden: hidden widths of the default noise model's main MLP.
+    time_hidden: hidden widths of the default noise model's time-embedding MLP.
+    fourier_size: width of the learnable Fourier time features.
+    critic_hidden: hidden widths of the default critic.
+    adam_b1, adam_b2, adam_eps: Adam's constants (both optimizers).
+  """
+  T: int = 5
+  beta_schedule: str = "vp"
+  clip_sampler: bool = True
+  num_critics: int = 2
+  actor_hidden: Tuple[int, ...] = (512, 512)
+  time_hidden: Tuple[int, ...] = (128, 128)
+  fourier_size: int = 64
+  critic_hidden: Tuple[int, ...] = (512, 512)
+  adam_b1: float = 0.9
+  adam_b2: float = 0.999
+  adam_eps: float = 1e-8
+
+  def __post_init__(self):
+    if not isinstance(self.T, int) or self.T < 1:
+      raise ValueError(f"T must be a positive int, got {self.T!r}")
+    if self.beta_schedule not in BETA_SCHEDULES:
+      raise ValueError(f"unknown beta_schedule {self.beta_schedule!r}; choose one of {BETA_SCHEDULES}")
+    if not isinstance(self.num_critics, int) or self.num_critics < 1:
+      raise ValueError(f"num_critics must be a positive int, got {self.num_critics!r}")
+    for name in ("actor_hidden", "time_hidden", "critic_hidden"):
+      widths = tuple(getattr(self, name))
+      if any((not isinstance(w, int)) or w < 1 for w in widths):
+        raise ValueError(f"{name} must be positive ints, got {widths!r}")
+      object.__setattr__(self, name, widths)  # lists -> tuples, so the config stays hashable
+    if self.fourier_size < 2 or self.fourier_size % 2:
+      raise ValueError(f"fourier_size must be an even int >= 2, got {self.fourier_size!r}")
+
+
+@flax.struct.dataclass
+class QSMHyperparams:
+  """Numeric hyperparameters, pytree leaves (vmappable, never recompile).
+
+  Attributes:
+    M_q: scale of the Q-score target, -M_q * grad_a Q (the paper's alpha).
+    gamma: discount.
+    tau: Polyak rate of the target critics.
+    actor_lr: peak actor learning rate (Adam), cosine-decayed to 0.
+    actor_lr_decay_steps: updates over which the actor lr decays; <= 0 keeps it constant.
+    critic_lr: critic learning rate (Adam); 0 freezes the critics.
+    target_noise: std of the Gaussian noise added to a' in the critic target.
+    exploration_noise: std of the Gaussian noise added to actions when exploring.
+    temperature: scale of the noise injected by the DDPM sampler.
+  """
+  M_q: float = 50.0
+  gamma: float = 0.99
+  tau: float = 0.005
+  actor_lr: float = 3e-4
+  actor_lr_decay_steps: float = 2e6
+  critic_lr: float = 3e-4
+  target_noise: float = 0.1
+  exploration_noise: float = 0.1
+  temperature: float = 1.0
+
+  def validate(self) -> "QSMHyperparams":
+    """Raises ValueError for out-of-range concrete values (traced values are skipped)."""
+    checks = {
+        "M_q": lambda v: v >= 0, "gamma": lambda v: 0 <= v <= 1, "tau": lambda v: 0 <= v <= 1,
+        "actor_lr": lambda v: v >= 0, "critic_lr": lambda v: v >= 0,
+        "target_noise": lambda v: v >= 0, "exploration_noise": lambda v: v >= 0,
+        "temperature": lambda v: v >= 0,
+    }
+    for name, ok in checks.items():
+      value = getattr(self, name)
+      if isinstance(value, numbers.Real) and not ok(value):
+        raise ValueError(f"hyperparameter {name}={value!r} is out of range")
+    return self
+
+  def as_arrays(self) -> "QSMHyperparams":
+    """The same values as float32 arrays (so every state has one dtype per leaf)."""
+    return QSMHyperparams(**{f.name: jnp.asarray(getattr(self, f.name), jnp.float32)
+                             for f in dataclasses.fields(self)})

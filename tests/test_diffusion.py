@@ -1,0 +1,90 @@
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from qsm_jax import diffusion
+
+
+def test_vp_betas_match_closed_form_T5():
+  # beta_t = 1 - exp(-0.1/5 - 0.5 * 9.9 * (2t - 1) / 25), t = 1..5, worked out with math.exp.
+  expected = [1 - math.exp(-0.02 - 0.198 * (2 * t - 1)) for t in range(1, 6)]
+  # First value by hand: 1 - exp(-0.218) = 0.1958746...
+  assert expected[0] == pytest.approx(0.1958746, abs=1e-6)
+  np.testing.assert_allclose(diffusion.vp_beta_schedule(5), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", diffusion.BETA_SCHEDULES)
+def test_alpha_bars_are_cumulative_products(name):
+  sched = diffusion.make_schedule(7, name)
+  np.testing.assert_allclose(sched.alphas, 1 - sched.betas, atol=1e-7)
+  np.testing.assert_allclose(sched.alpha_bars, np.cumprod(1 - sched.betas), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cosine", "linear"])
+def test_cosine_and_linear_monotone_in_unit_interval(name):
+  betas = diffusion.make_schedule(20, name).betas
+  assert np.all(betas > 0) and np.all(betas < 1)
+  assert np.all(np.diff(betas) > 0)
+
+
+def test_linear_endpoints_and_bad_names():
+  betas = diffusion.linear_beta_schedule(10)
+  assert betas[0] == pytest.approx(1e-4) and betas[-1] == pytest.approx(2e-2)
+  with pytest.raises(ValueError, match="unknown beta_schedule"):
+    diffusion.make_schedule(5, "sigmoid")
+  with pytest.raises(ValueError, match="positive int"):
+    diffusion.make_schedule(0, "vp")
+
+
+def test_noise_actions_formula():
+  sched = diffusion.make_schedule(5, "vp")
+  a = jnp.array([[0.5, -1.0], [0.2, 0.3]])
+  eps = jnp.array([[1.0, 2.0], [-1.0, 0.0]])
+  t = jnp.array([0, 4])
+  out = diffusion.noise_actions(sched, a, t, eps)
+  abar = sched.alpha_bars
+  expected = np.stack([np.sqrt(abar[0]) * a[0] + np.sqrt(1 - abar[0]) * eps[0],
+                       np.sqrt(abar[4]) * a[1] + np.sqrt(1 - abar[4]) * eps[1]])
+  np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def _zero_eps(obs, x, t):
+  return jnp.zeros_like(x)
+
+
+def _random_eps(obs, x, t):
+  return 3.0 * jnp.sin(x * 5 + obs[:, :1] + t)
+
+
+def test_sampler_shape_range_determinism():
+  sched = diffusion.make_schedule(5, "vp")
+  obs = jax.random.normal(jax.random.PRNGKey(0), (64, 3))
+  key = jax.random.PRNGKey(1)
+  sample = jax.jit(lambda k: diffusion.ddpm_sample(sched, _random_eps, obs, 4, k))
+  a1, a2 = sample(key), sample(key)
+  a3 = sample(jax.random.PRNGKey(2))
+  assert a1.shape == (64, 4)
+  assert float(jnp.max(jnp.abs(a1))) <= 1.0
+  np.testing.assert_array_equal(a1, a2)
+  assert float(jnp.mean(jnp.abs(a1 - a3))) > 1e-2
+
+
+@pytest.mark.parametrize("clip_sampler", [True, False])
+def test_sampler_zero_noise_model_zero_temperature_is_closed_form(clip_sampler):
+  # eps = 0 and temperature 0: x_{t-1} = x_t / sqrt(alpha_t), clipped each step if asked.
+  sched = diffusion.make_schedule(5, "vp")
+  obs = jnp.zeros((16, 1))
+  key = jax.random.PRNGKey(3)
+  out = diffusion.ddpm_sample(sched, _zero_eps, obs, 2, key, temperature=0.0,
+                              clip_sampler=clip_sampler)
+  init_key, _ = jax.random.split(key)
+  x = np.asarray(jax.random.normal(init_key, (16, 2)), np.float64)
+  if clip_sampler:
+    for t in range(4, -1, -1):
+      x = np.clip(x / np.sqrt(sched.alphas[t]), -1, 1)
+  else:
+    x = np.clip(x / np.sqrt(sched.alpha_bars[-1]), -1, 1)  # prod of alphas = abar_T
+  np.testing.assert_allclose(out, x, rtol=1e-5, atol=1e-6)

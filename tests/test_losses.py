@@ -1,0 +1,114 @@
+"""Loss math against numbers worked out by hand (2-dim actions, linear critics)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import qsm_jax as q
+from qsm_jax import losses
+from qsm_jax.policy import sample_from_params
+from conftest import TINY, random_batch
+from toy_modules import ConstantNoise, LinearCritic
+
+# Two linear critics: Q1 = a . (1, 2), Q2 = a . (3, -1).
+W = {"params": {"w": jnp.array([[1.0, 2.0], [3.0, -1.0]])}}
+OBS = jnp.zeros((2, 1))
+
+
+def test_critic_target_uses_min_of_targets_and_mask():
+  next_action = jnp.ones((2, 2))  # Q1' = 3, Q2' = 2 -> min 2
+  y = losses.critic_target(LinearCritic(2), W, reward=jnp.array([1.0, 1.0]),
+                           mask=jnp.array([1.0, 0.0]), next_obs=OBS,
+                           next_action=next_action, gamma=0.5)
+  np.testing.assert_allclose(y, [1.0 + 0.5 * 2.0, 1.0])  # terminal: reward only
+
+
+def test_critic_loss_and_gradient_by_hand():
+  action = jnp.array([[0.0, 1.0], [1.0, 0.0]])  # Q1 = (2, 1), Q2 = (-1, 3)
+  target = jnp.array([2.0, 1.0])
+  (loss, aux), grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
+      W, LinearCritic(2), OBS, action, target)
+  # MSE1 = 0; MSE2 = ((-3)^2 + 2^2) / 2 = 6.5.
+  assert float(loss) == pytest.approx(6.5)
+  assert float(aux["critic_loss"]) == pytest.approx(3.25)
+  # dMSE2/dw2 = 2/B * sum (q - y) a = (-3)(0, 1) + 2(1, 0) = (2, -3); critic 1 has none.
+  np.testing.assert_allclose(grads["params"]["w"], [[0.0, 0.0], [2.0, -3.0]])
+
+
+def test_actor_target_is_minus_Mq_times_mean_critic_gradient():
+  noisy = jnp.array([[0.3, -0.2], [0.9, 0.1]])
+  g = losses.q_action_gradient(LinearCritic(2), W, OBS, noisy)
+  np.testing.assert_allclose(g, [[2.0, 0.5], [2.0, 0.5]])  # mean of (1, 2) and (3, -1)
+  noise_params = {"params": {"b": jnp.zeros(2)}}
+  loss, eps = losses.actor_loss(noise_params, ConstantNoise(2), OBS, noisy,
+                                jnp.array([0, 3]), -2.0 * g)
+  # target (-4, -1), prediction 0: mean of (16, 1) = 8.5.
+  assert float(loss) == pytest.approx(8.5)
+
+
+def test_qsm_update_metrics_by_hand():
+  hp = q.QSMHyperparams(M_q=2.0, critic_lr=0.0)
+  state = q.init_state(jax.random.PRNGKey(0), 1, 2, hparams=hp, noise_model=ConstantNoise(2),
+                       critic=LinearCritic(2))
+  state = state.replace(critic_params=W, target_critic_params=W)
+  batch = q.Batch(obs=OBS, action=jnp.array([[0.0, 1.0], [1.0, 0.0]]),
+                  reward=jnp.array([2.0, 1.0]), next_obs=OBS, mask=jnp.zeros(2))
+  new_state, m = q.qsm_update(state, batch, jax.random.PRNGKey(1))
+  assert float(m["critic_loss"]) == pytest.approx(3.25)  # mask 0: y = r
+  assert float(m["target_q_mean"]) == pytest.approx(1.5)
+  assert float(m["actor_loss"]) == pytest.approx(8.5)  # at any t: the critic is linear
+  assert float(m["grad_q_norm"]) == pytest.approx(np.sqrt(4.25), rel=1e-6)
+  assert float(m["score_target_norm"]) == pytest.approx(np.sqrt(17.0), rel=1e-6)
+  np.testing.assert_allclose(new_state.critic_params["params"]["w"], W["params"]["w"])
+  # Adam's first step moves each parameter by lr against the gradient's sign:
+  # d loss / d b = -2 (target - b) / A = (4, 1) > 0, so b decreases by lr.
+  np.testing.assert_allclose(new_state.actor_params["params"]["b"], [-3e-4, -3e-4], rtol=1e-3)
+
+
+def test_no_gradient_crosses_between_actor_and_critic():
+  state = q.init_state(jax.random.PRNGKey(0), 3, 2, config=TINY)
+  b = random_batch(jax.random.PRNGKey(1), 8, 3, 2)
+  t = jnp.arange(8) % TINY.T
+
+  def actor_loss_of_critic(critic_params):
+    g = losses.q_action_gradient(state.critic, critic_params, b.obs, b.action)
+    return losses.actor_loss(state.actor_params, state.noise_model, b.obs, b.action, t,
+                             -50.0 * g)[0]
+
+  def critic_loss_of_actor(actor_params):
+    next_a = sample_from_params(state, actor_params, b.next_obs, jax.random.PRNGKey(2), 1.0)
+    y = losses.critic_target(state.critic, state.target_critic_params, b.reward, b.mask,
+                             b.next_obs, next_a, 0.99)
+    return losses.critic_loss(state.critic_params, state.critic, b.obs, b.action, y)[0]
+
+  to_critic = jax.grad(actor_loss_of_critic)(state.critic_params)
+  to_actor = jax.grad(critic_loss_of_actor)(state.actor_params)
+  assert all(float(jnp.max(jnp.abs(x))) == 0.0 for x in jax.tree.leaves(to_critic))
+  assert all(float(jnp.max(jnp.abs(x))) == 0.0 for x in jax.tree.leaves(to_actor))
+  # ... while each loss does depend on its own parameters.
+  own = jax.grad(lambda p: losses.actor_loss(p, state.noise_model, b.obs, b.action, t,
+                                             jnp.ones_like(b.action))[0])(state.actor_params)
+  assert max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(own)) > 0.0
+
+
+def test_target_update_is_polyak_average():
+  hp = q.QSMHyperparams(tau=0.3)
+  state = q.init_state(jax.random.PRNGKey(0), 3, 2, config=TINY, hparams=hp)
+  # Make target differ from online so the average is visible.
+  state = state.replace(target_critic_params=jax.tree.map(jnp.zeros_like, state.critic_params))
+  new_state, _ = q.qsm_update(state, random_batch(jax.random.PRNGKey(1), 16, 3, 2),
+                              jax.random.PRNGKey(2))
+  expected = jax.tree.map(lambda online: 0.3 * online, new_state.critic_params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               new_state.target_critic_params, expected)
+
+
+def test_actor_lr_follows_cosine_decay():
+  import optax
+  hp = q.QSMHyperparams(actor_lr=1e-3, actor_lr_decay_steps=4.0)
+  state = q.init_state(jax.random.PRNGKey(0), 3, 2, config=TINY, hparams=hp)
+  b = random_batch(jax.random.PRNGKey(1), 8, 3, 2)
+  schedule = optax.cosine_decay_schedule(1e-3, 4)
+  for step in range(6):
+    state, m = q.qsm_update(state, b, jax.random.PRNGKey(step))
+    assert float(m["actor_lr"]) == pytest.approx(float(schedule(step)), abs=1e-9)
