@@ -1,0 +1,149 @@
+"""Train a QSM diffusion policy on a Brax environment, the whole loop on device.
+
+  python experiments/run.py                      # inverted_pendulum, learns in minutes on CPU
+  python experiments/run.py --env=ant            # the spec's settings on ant
+  python experiments/run.py --env=hopper --num_seeds=4 --M_q=20
+  python experiments/run.py --resume=runs/ant-20261127-120000   # continue a stopped run
+
+Every flag overrides the env's preset (qsm_jax/presets.py) only when given.
+"""
+import dataclasses
+import os
+import sys
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+FLAGS = flags.FLAGS
+# Run layout.
+flags.DEFINE_string("env", "inverted_pendulum", "Brax env name.")
+flags.DEFINE_string("backend", None, "Brax backend: spring, positional, generalized, mjx "
+                    "(default: per env, see qsm_jax/envs.py).")
+flags.DEFINE_string("runs_dir", "runs", "Parent folder of new run folders.")
+flags.DEFINE_string("run_dir", None, "Run folder (default: <runs_dir>/<env>-<time>-s<seed>).")
+flags.DEFINE_string("resume", None, "Run folder to continue from its latest checkpoint; "
+                    "its config.json is used, given flags must agree with it.")
+flags.DEFINE_integer("checkpoint_every", 50_000, "Env steps between checkpoints (0: only at the end).")
+flags.DEFINE_bool("checkpoint_replay", True, "Save the replay buffer too (needed for an exact resume).")
+flags.DEFINE_integer("max_to_keep", 2, "Checkpoints to keep.")
+# Loop (TrainConfig).
+flags.DEFINE_integer("episode_length", None, "Episode time limit (env steps).")
+flags.DEFINE_integer("action_repeat", None, "Action repeat.")
+flags.DEFINE_integer("num_envs", None, "Parallel training envs per seed.")
+flags.DEFINE_integer("num_eval_envs", None, "Evaluation episodes per evaluation.")
+flags.DEFINE_integer("total_steps", None, "Env steps per seed, warm-up included.")
+flags.DEFINE_integer("warmup_steps", None, "Random-action env steps before learning.")
+flags.DEFINE_float("utd", None, "Updates per env step (utd * num_envs per vectorised step).")
+flags.DEFINE_integer("batch_size", None, "Transitions per update.")
+flags.DEFINE_integer("buffer_size", None, "Replay capacity per seed.")
+flags.DEFINE_float("reward_scale", None, "Multiply rewards by this before storing them.")
+flags.DEFINE_integer("log_every", None, "Env steps per jitted chunk (one log row each).")
+flags.DEFINE_integer("eval_every", None, "Env steps between evaluations.")
+flags.DEFINE_integer("seed", None, "Random seed.")
+flags.DEFINE_integer("num_seeds", None, "Independent agents trained together (vmapped).")
+# QSMConfig (static).
+flags.DEFINE_integer("T", None, "Diffusion steps.")
+flags.DEFINE_enum("beta_schedule", None, ["vp", "cosine", "linear"], "Noise schedule.")
+flags.DEFINE_bool("clip_sampler", None, "Clip to [-1, 1] after every sampler step.")
+flags.DEFINE_integer("num_critics", None, "Critic ensemble size.")
+flags.DEFINE_list("actor_hidden", None, "Noise model MLP widths, e.g. 512,512.")
+flags.DEFINE_list("critic_hidden", None, "Critic MLP widths, e.g. 512,512.")
+flags.DEFINE_list("time_hidden", None, "Time-embedding MLP widths, e.g. 128,128.")
+# QSMHyperparams (numeric).
+flags.DEFINE_float("M_q", None, "Scale of the Q-score target (the paper's alpha).")
+flags.DEFINE_float("gamma", None, "Discount.")
+flags.DEFINE_float("tau", None, "Polyak rate of the target critics.")
+flags.DEFINE_float("actor_lr", None, "Actor learning rate (cosine-decayed).")
+flags.DEFINE_float("actor_lr_decay_steps", None, "Updates over which the actor lr decays to 0.")
+flags.DEFINE_float("critic_lr", None, "Critic learning rate.")
+flags.DEFINE_float("target_noise", None, "Std of the noise on a' in the critic target.")
+flags.DEFINE_float("exploration_noise", None, "Std of the exploration noise.")
+flags.DEFINE_float("temperature", None, "Sampler noise scale.")
+
+LOOP_FLAGS = ("backend", "episode_length", "action_repeat", "num_envs", "num_eval_envs",
+              "total_steps", "warmup_steps", "utd", "batch_size", "buffer_size",
+              "reward_scale", "log_every", "eval_every", "seed", "num_seeds")
+QSM_FLAGS = ("T", "beta_schedule", "clip_sampler", "num_critics", "actor_hidden",
+             "critic_hidden", "time_hidden")
+HPARAM_FLAGS = ("M_q", "gamma", "tau", "actor_lr", "actor_lr_decay_steps", "critic_lr",
+                "target_noise", "exploration_noise", "temperature")
+
+
+def _given(name):
+  return FLAGS[name].present and FLAGS[name].value is not None
+
+
+def _flag_value(name):
+  value = FLAGS[name].value
+  if name.endswith("_hidden"):
+    return tuple(int(w) for w in value)
+  return value
+
+
+def build_config(base=None):
+  """TrainConfig from the env preset (or a saved config), overridden by the given flags."""
+  from qsm_jax.presets import preset  # pylint: disable=import-outside-toplevel
+  from qsm_jax.training import TrainConfig  # pylint: disable=import-outside-toplevel
+  if base is None:
+    settings = preset(FLAGS.env)
+    settings["env"] = FLAGS.env
+    settings["seed"] = 0
+  else:
+    settings = base
+  settings.update({n: _flag_value(n) for n in LOOP_FLAGS if _given(n)})
+  if _given("env"):
+    settings["env"] = FLAGS.env
+  settings["qsm"] = {**settings["qsm"], **{n: _flag_value(n) for n in QSM_FLAGS if _given(n)}}
+  settings["hparams"] = {**settings["hparams"],
+                         **{n: _flag_value(n) for n in HPARAM_FLAGS if _given(n)}}
+  return TrainConfig.from_dict({**settings, "qsm": {k: list(v) if isinstance(v, tuple) else v
+                                                    for k, v in settings["qsm"].items()}})
+
+
+def main(argv):
+  del argv
+  from absl import logging  # pylint: disable=import-outside-toplevel
+  logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+  import json  # pylint: disable=import-outside-toplevel
+  from qsm_jax.runner import NonFiniteError, RunOptions, train  # pylint: disable=import-outside-toplevel
+  try:
+    if FLAGS.resume:
+      config_path = os.path.join(FLAGS.resume, "config.json")
+      if not os.path.exists(config_path):
+        raise ValueError(f"--resume: {config_path} does not exist")
+      with open(config_path) as f:
+        cfg = build_config(json.load(f))
+      run_dir = FLAGS.resume
+    else:
+      cfg = build_config()
+      seed = cfg.seed
+      run_dir = FLAGS.run_dir or os.path.join(
+          FLAGS.runs_dir, f"{cfg.env}-{time.strftime('%Y%m%d-%H%M%S')}-s{seed}")
+    cfg.validate()
+    if FLAGS.checkpoint_every < 0:
+      raise ValueError(f"--checkpoint_every must be >= 0, got {FLAGS.checkpoint_every}")
+    if FLAGS.resume:
+      # A resumed run keeps its saved settings; a differing flag is an error (in train()).
+      with open(os.path.join(FLAGS.resume, "config.json")) as f:
+        saved = json.load(f)
+      from qsm_jax.runner import config_mismatch  # pylint: disable=import-outside-toplevel
+      diffs = config_mismatch(saved, cfg.to_dict())
+      if diffs:
+        raise ValueError("checkpoint config does not match: " + "; ".join(diffs))
+    opts = RunOptions(run_dir=run_dir, resume=bool(FLAGS.resume),
+                      checkpoint_every=FLAGS.checkpoint_every,
+                      checkpoint_replay=FLAGS.checkpoint_replay, max_to_keep=FLAGS.max_to_keep)
+    train(cfg, opts, log=lambda s: print(s, flush=True))
+  except (ValueError, NonFiniteError) as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
+  except KeyboardInterrupt:
+    print("interrupted: continue with --resume=<run folder> from the last checkpoint",
+          file=sys.stderr, flush=True)
+    sys.exit(130)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,67 @@
+"""Full-state checkpoints with orbax: networks, optimizers, targets, envs, replay, RNG, counters.
+
+orbax writes each checkpoint into a temporary folder and renames it when complete, so
+a process killed mid-write leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Saves and restores a (seed-batched) ``TrainState`` plus JSON metadata.
+
+  Args:
+    directory: checkpoint folder (made absolute: orbax needs absolute paths).
+    max_to_keep: how many recent checkpoints to keep.
+    save_replay: include the replay buffer (needed for an exact resume; it can be large).
+  """
+
+  def __init__(self, directory: str, max_to_keep: int = 2, save_replay: bool = True):
+    self.directory = os.path.abspath(directory)
+    self.save_replay = save_replay
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def save(self, step: int, train_state: Any, meta: dict) -> None:
+    """Saves synchronously (returns once the checkpoint is complete on disk)."""
+    meta = {**meta, "has_replay": self.save_replay}
+    items = {"state": ocp.args.StandardSave(train_state.replace(replay=None)),
+             "meta": ocp.args.JsonSave(meta)}
+    if self.save_replay:
+      items["replay"] = ocp.args.StandardSave(train_state.replay)
+    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+    self._manager.wait_until_finished()
+
+  def restore(self, template: Any, step: Optional[int] = None) -> tuple[Any, dict, bool]:
+    """Restores into the structure of ``template`` (a freshly initialised state).
+
+    Returns (train_state, meta, replay_restored). Without a saved replay buffer the
+    template's (empty) buffer is kept.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template.replace(replay=None))
+    # The metadata says whether the replay buffer was saved (a fresh manager cannot tell
+    # from orbax's item metadata alone).
+    meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    has_replay = bool(meta.get("has_replay"))
+    items = {"state": ocp.args.StandardRestore(abstract), "meta": ocp.args.JsonRestore()}
+    if has_replay:
+      items["replay"] = ocp.args.StandardRestore(
+          jax.tree.map(ocp.utils.to_shape_dtype_struct, template.replay))
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    state = restored["state"].replace(replay=restored["replay"] if has_replay else template.replay)
+    return state, restored["meta"], has_replay
+
+  def close(self) -> None:
+    self._manager.close()

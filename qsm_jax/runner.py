@@ -1,0 +1,301 @@
+"""The host side of a training run: compile, run chunks, evaluate, log, checkpoint, resume.
+
+The host only sees the run between chunks (``TrainConfig.log_every`` env steps each).
+A run folder holds:
+  config.json      the TrainConfig (resume reads it back)
+  metrics.jsonl    one row per chunk: env steps, wall time, throughput, losses, eval return
+  tb/              TensorBoard event files (tensorboardX)
+  checkpoints/     orbax checkpoints of the full training state
+  learning_curve.png   written at the end (needs matplotlib: pip install -e '.[plot]')
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qsm_jax.checkpoint import Checkpointer
+from qsm_jax.training import TrainConfig, TrainState, make_trainer
+
+# Settings that may change when resuming: they do not change the algorithm's result.
+RESUMABLE_CHANGES = ("total_steps", "eval_every", "num_eval_envs")
+LOSS_KEYS = ("critic_loss", "actor_loss", "q_mean")
+
+
+class NonFiniteError(RuntimeError):
+  """A loss became NaN or infinite; the run stopped without saving the bad state."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+  """How a run is kept on disk (not part of the algorithm).
+
+  Attributes:
+    run_dir: the run folder.
+    resume: continue from the latest checkpoint in ``run_dir``.
+    checkpoint_every: env steps between checkpoints (at the next chunk boundary);
+      0 disables periodic checkpoints (the final state is still saved).
+    checkpoint_replay: include the replay buffer in checkpoints (exact resume).
+    max_to_keep: checkpoints kept.
+    write_plot: write learning_curve.png at the end (if matplotlib is installed).
+  """
+  run_dir: str
+  resume: bool = False
+  checkpoint_every: int = 50_000
+  checkpoint_replay: bool = True
+  max_to_keep: int = 2
+  write_plot: bool = True
+
+
+@dataclasses.dataclass
+class RunResult:
+  train_state: TrainState
+  rows: list
+  compile_s: float
+  train_s: float
+  run_dir: str
+
+
+def config_mismatch(saved: dict, current: dict) -> list[str]:
+  """Names of settings that differ between a saved run and the requested one."""
+  diffs = []
+  for key in sorted(set(saved) | set(current)):
+    if key in RESUMABLE_CHANGES:
+      continue
+    if saved.get(key) != current.get(key):
+      diffs.append(f"{key}: saved {saved.get(key)!r} != requested {current.get(key)!r}")
+  return diffs
+
+
+def memory_report(ts: TrainState) -> dict:
+  """Bytes held by the replay buffer, networks (+targets) and optimizer states."""
+  nbytes = lambda tree: int(sum(x.nbytes for x in jax.tree.leaves(tree)))
+  agent = ts.agent
+  return {"replay_bytes": nbytes(ts.replay),
+          "network_bytes": nbytes((agent.actor_params, agent.critic_params,
+                                   agent.target_critic_params)),
+          "optimizer_bytes": nbytes((agent.actor_opt_state, agent.critic_opt_state)),
+          "env_state_bytes": nbytes(ts.env_state)}
+
+
+def _fmt_time(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def _eval_keys(cfg: TrainConfig, env_steps: int) -> jax.Array:
+  # Evaluation draws its own keys, so evaluating never changes the training stream.
+  base = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0x0E7A1)
+  return jax.random.split(jax.random.fold_in(base, env_steps), cfg.num_seeds)
+
+
+def _crossed(prev: int, now: int, every: int) -> bool:
+  return every > 0 and now // every > prev // every
+
+
+class _Logger:
+  """metrics.jsonl + TensorBoard; only rows up to the restored step survive a resume."""
+
+  def __init__(self, run_dir: str, keep_up_to: Optional[int]):
+    self.path = os.path.join(run_dir, "metrics.jsonl")
+    self.rows = []
+    if keep_up_to is not None and os.path.exists(self.path):
+      with open(self.path) as f:
+        self.rows = [r for r in map(json.loads, f) if r["env_steps"] <= keep_up_to]
+    with open(self.path, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in self.rows)
+    try:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
+    except ImportError:  # tensorboardX comes with brax; be tolerant anyway
+      self.tb = None
+
+  def write(self, row: dict) -> None:
+    self.rows.append(row)
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    if self.tb is not None:
+      step = row["env_steps"]
+      for key, value in row.items():
+        if isinstance(value, list):
+          for i, v in enumerate(value):
+            if v is not None and math.isfinite(v):
+              self.tb.add_scalar(f"seed{i}/{key}", v, step)
+          value = row.get(f"{key}_mean")
+        if isinstance(value, (int, float)) and key != "env_steps" and math.isfinite(value):
+          self.tb.add_scalar(key, value, step)
+      self.tb.flush()
+
+  def close(self) -> None:
+    if self.tb is not None:
+      self.tb.close()
+
+
+def _to_row(metrics: dict) -> dict:
+  """Per-seed lists plus their mean for every metric (NaN -> None in JSON)."""
+  row = {}
+  for key, value in metrics.items():
+    values = [float(v) for v in np.asarray(value).reshape(-1)]
+    row[key] = [v if math.isfinite(v) else None for v in values]
+    finite = [v for v in values if math.isfinite(v)]
+    row[f"{key}_mean"] = float(np.mean(finite)) if finite else None
+  return row
+
+
+def plot_learning_curve(rows: list, path: str, title: str) -> bool:
+  """Eval return (each seed and the mean) and training return vs env steps."""
+  try:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return False
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  evals = [r for r in rows if r.get("eval_return")]
+  if evals:
+    steps = [r["env_steps"] for r in evals]
+    per_seed = np.array([[np.nan if v is None else v for v in r["eval_return"]] for r in evals])
+    for i in range(per_seed.shape[1]):
+      ax.plot(steps, per_seed[:, i], color="C0", alpha=0.3, lw=1)
+    ax.plot(steps, np.nanmean(per_seed, axis=1), color="C0", lw=2, label="eval return (mean)")
+  train = [r for r in rows if r.get("train_return_mean") is not None]
+  if train:
+    ax.plot([r["env_steps"] for r in train], [r["train_return_mean"] for r in train],
+            color="C1", lw=1, label="training episode return")
+  ax.set_xlabel("env steps")
+  ax.set_ylabel("return")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return True
+
+
+def train(cfg: TrainConfig, opts: RunOptions,
+          log: Callable[[str], None] = print) -> RunResult:
+  """Trains (or resumes) a run end to end; returns the final state and the metric rows.
+
+  Raises ValueError for invalid settings or a checkpoint that does not match ``cfg``,
+  NonFiniteError if a loss becomes non-finite (the last good checkpoint is kept).
+  """
+  cfg.validate()
+  run_dir = os.path.abspath(opts.run_dir)
+  config_path = os.path.join(run_dir, "config.json")
+  ckpt_dir = os.path.join(run_dir, "checkpoints")
+  if opts.resume:
+    if not os.path.exists(config_path):
+      raise ValueError(f"cannot resume: {config_path} does not exist")
+    with open(config_path) as f:
+      saved = json.load(f)
+    diffs = config_mismatch(saved, cfg.to_dict())
+    if diffs:
+      raise ValueError("checkpoint config does not match: " + "; ".join(diffs))
+  elif os.path.exists(ckpt_dir) and os.listdir(ckpt_dir):
+    raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue it "
+                     "or choose another --run_dir")
+  os.makedirs(run_dir, exist_ok=True)
+  with open(config_path, "w") as f:
+    json.dump(cfg.to_dict(), f, indent=2)
+
+  trainer = make_trainer(cfg)
+  checkpointer = Checkpointer(ckpt_dir, opts.max_to_keep, opts.checkpoint_replay)
+  init_fn = jax.jit(jax.vmap(trainer.init))
+  warmup_fn = jax.jit(jax.vmap(trainer.warmup))
+  chunk_fn = jax.jit(jax.vmap(trainer.train_chunk), donate_argnums=0)
+  eval_fn = jax.jit(jax.vmap(trainer.evaluate))
+
+  log(f"qsm_jax | env {cfg.env} ({trainer.backend} backend) obs {trainer.obs_dim} "
+      f"act {trainer.act_dim} | {cfg.num_seeds} seed(s) x {cfg.num_envs} envs | "
+      f"{cfg.updates_per_iteration} updates per vectorised step | devices: {jax.devices()}")
+  t0 = time.time()
+  ts = init_fn(jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds))
+  start_step = None
+  if opts.resume and checkpointer.latest_step() is not None:
+    ts, meta, had_replay = checkpointer.restore(ts)
+    start_step = int(meta["env_steps"])
+    log(f"resumed from {ckpt_dir} at env step {start_step}"
+        + ("" if had_replay else " (replay buffer not saved: refilling it with random actions)"))
+    if not had_replay:
+      ts = ts.replace(replay=init_fn(jax.random.split(jax.random.PRNGKey(cfg.seed),
+                                                      cfg.num_seeds)).replay)
+      ts = warmup_fn(ts).replace(env_steps=ts.env_steps)
+  elif opts.resume:
+    log(f"no checkpoint in {ckpt_dir}: starting from scratch")
+  logger = _Logger(run_dir, keep_up_to=start_step if start_step is not None else -1)
+  mem = memory_report(ts)
+  log("memory: " + ", ".join(f"{k[:-6]} {v / 2**20:.1f} MiB" for k, v in mem.items()))
+  if start_step is None:
+    ts = warmup_fn(ts)
+    log(f"warm-up: {cfg.warmup_iterations * cfg.num_envs} random-action env steps per seed "
+        f"({time.time() - t0:.1f}s incl. compile)")
+
+  t_compile = time.time()
+  compiled_chunk = chunk_fn.lower(ts).compile()
+  compile_s = time.time() - t_compile
+  log(f"compiled the training chunk ({cfg.iterations_per_chunk} vectorised steps, "
+      f"{cfg.iterations_per_chunk * cfg.updates_per_iteration} updates) in {compile_s:.1f}s")
+
+  env_steps = int(np.asarray(ts.env_steps)[0])
+  first_chunk = (env_steps - cfg.warmup_iterations * cfg.num_envs) // cfg.chunk_env_steps
+  train_s = 0.0
+  chunk_times = []
+  try:
+    for chunk in range(first_chunk, cfg.num_chunks):
+      t_chunk = time.time()
+      ts, metrics = compiled_chunk(ts)
+      metrics = jax.device_get(metrics)
+      dt = time.time() - t_chunk
+      train_s += dt
+      chunk_times.append(dt)
+      prev_steps, env_steps = env_steps, int(np.asarray(ts.env_steps)[0])
+      bad = [k for k in LOSS_KEYS if not np.all(np.isfinite(metrics[k]))]
+      if bad:
+        last = checkpointer.latest_step()
+        raise NonFiniteError(
+            f"non-finite {', '.join(bad)} at env step {env_steps}; the run stopped and the "
+            f"bad state was not saved (last good checkpoint: "
+            f"{'none' if last is None else f'env step {last} in {ckpt_dir}'})")
+      last_chunk = chunk == cfg.num_chunks - 1
+      if _crossed(prev_steps, env_steps, cfg.eval_every) or last_chunk:
+        metrics.update(jax.device_get(eval_fn(ts.agent, _eval_keys(cfg, env_steps))))
+      row = {"env_steps": env_steps, "wall_s": round(time.time() - t0, 3),
+             "chunk_s": round(dt, 4),
+             "env_steps_per_s": cfg.chunk_env_steps * cfg.num_seeds / dt,
+             "updates_per_s": cfg.iterations_per_chunk * cfg.updates_per_iteration
+                              * cfg.num_seeds / dt}
+      row.update(_to_row(metrics))
+      logger.write(row)
+      eta = np.mean(chunk_times[-10:]) * (cfg.num_chunks - chunk - 1)
+      evals = [r["eval_return_mean"] for r in logger.rows if r.get("eval_return_mean") is not None]
+      log(f"step {env_steps:>9,}/{cfg.total_steps:,} ({100 * env_steps / cfg.total_steps:3.0f}%) | "
+          f"{row['env_steps_per_s']:8,.0f} env-steps/s {row['updates_per_s']:7,.0f} updates/s | "
+          f"eval {evals[-1] if evals else float('nan'):8.1f} | "
+          f"train ret {row['train_return_mean'] if row['train_return_mean'] is not None else float('nan'):8.1f} | "
+          f"critic {row['critic_loss_mean']:.3g} actor {row['actor_loss_mean']:.3g} "
+          f"sat {row['action_saturation_mean']:.2f} | ETA {_fmt_time(eta)}")
+      if _crossed(prev_steps, env_steps, opts.checkpoint_every) or last_chunk:
+        checkpointer.save(env_steps, ts, {"env_steps": env_steps, "config": cfg.to_dict()})
+  finally:
+    logger.close()
+    checkpointer.close()
+  if opts.write_plot and logger.rows:
+    png = os.path.join(run_dir, "learning_curve.png")
+    if plot_learning_curve(logger.rows, png, f"QSM on {cfg.env} ({cfg.num_seeds} seed(s))"):
+      log(f"wrote {png}")
+    else:
+      log("matplotlib is not installed: no learning_curve.png (pip install -e '.[plot]')")
+  log(f"done: {env_steps:,} env steps per seed | compile {compile_s:.1f}s, training "
+      f"{train_s:.1f}s | run folder {run_dir}")
+  return RunResult(train_state=ts, rows=logger.rows, compile_s=compile_s, train_s=train_s,
+                   run_dir=run_dir)

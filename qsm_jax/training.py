@@ -1,0 +1,258 @@
+"""The on-device training loop: acting, replay insertion, sampling and updates in lax.scan.
+
+``make_trainer(cfg)`` returns pure functions over a ``TrainState`` for ONE agent (seed);
+the runner vmaps them over seeds and jits them. Nothing here touches the host.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, NamedTuple, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from qsm_jax.config import QSMConfig, QSMHyperparams
+from qsm_jax.envs import check_env, make_env
+from qsm_jax.policy import sample_actions
+from qsm_jax.replay import ReplayState, replay_add, replay_init, replay_sample
+from qsm_jax.state import QSMState, init_state
+from qsm_jax.update import Batch, qsm_update
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything that defines a training run (saved as the run's config.json).
+
+  Attributes:
+    env, backend: Brax env name and physics backend (None: the env's default).
+    episode_length, action_repeat: Brax's EpisodeWrapper settings.
+    num_envs: parallel training envs per seed (one vectorised step = num_envs env steps).
+    num_eval_envs: envs (episodes) per evaluation.
+    total_steps: env steps per seed, warm-up included.
+    warmup_steps: env steps of uniform random actions before learning starts.
+    utd: updates per env step (the update-to-data ratio); utd * num_envs updates run
+      after each vectorised step, so it must be a positive integer.
+    batch_size: transitions per update (global batch).
+    buffer_size: replay capacity per seed (rounded down to a multiple of num_envs).
+    reward_scale: rewards are multiplied by this before they enter the buffer.
+    log_every: env steps per chunk: the host sees the run (logs, evals, checkpoints)
+      only between chunks.
+    eval_every: env steps between evaluations (at the next chunk boundary).
+    seed, num_seeds: seeds seed .. are trained together, vmapped, as independent agents.
+    qsm: static QSM configuration; hparams: numeric QSM hyperparameters.
+  """
+  env: str = "inverted_pendulum"
+  backend: Optional[str] = None
+  episode_length: int = 1000
+  action_repeat: int = 1
+  num_envs: int = 16
+  num_eval_envs: int = 16
+  total_steps: int = 100_000
+  warmup_steps: int = 10_000
+  utd: float = 1.0
+  batch_size: int = 256
+  buffer_size: int = 1_000_000
+  reward_scale: float = 1.0
+  log_every: int = 5_000
+  eval_every: int = 10_000
+  seed: int = 0
+  num_seeds: int = 1
+  qsm: QSMConfig = QSMConfig()
+  hparams: QSMHyperparams = QSMHyperparams()
+
+  # Derived sizes (computed, never written back into the config).
+  @property
+  def updates_per_iteration(self) -> int:
+    return int(round(self.utd * self.num_envs))
+
+  @property
+  def iterations_per_chunk(self) -> int:
+    return max(1, self.log_every // self.num_envs)
+
+  @property
+  def chunk_env_steps(self) -> int:
+    return self.iterations_per_chunk * self.num_envs
+
+  @property
+  def warmup_iterations(self) -> int:
+    return math.ceil(self.warmup_steps / self.num_envs)
+
+  @property
+  def replay_capacity(self) -> int:
+    return (self.buffer_size // self.num_envs) * self.num_envs
+
+  @property
+  def num_chunks(self) -> int:
+    remaining = self.total_steps - self.warmup_iterations * self.num_envs
+    return max(0, math.ceil(remaining / self.chunk_env_steps))
+
+  def validate(self) -> "TrainConfig":
+    """Raises ValueError with a one-line reason for any invalid setting."""
+    check_env(self.env, self.backend)
+    positive = ("episode_length", "action_repeat", "num_envs", "num_eval_envs", "total_steps",
+                "batch_size", "buffer_size", "log_every", "eval_every", "num_seeds")
+    for name in positive:
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < 1:
+        raise ValueError(f"--{name} must be a positive integer, got {value!r}")
+    if self.utd <= 0 or abs(self.utd * self.num_envs - self.updates_per_iteration) > 1e-6:
+      raise ValueError(f"--utd * --num_envs must be a positive integer (updates per vectorised "
+                       f"step); got {self.utd} * {self.num_envs}")
+    if self.warmup_steps < self.num_envs:
+      raise ValueError(f"--warmup_steps ({self.warmup_steps}) must be at least --num_envs "
+                       f"({self.num_envs}): the buffer needs data before the first update")
+    if self.warmup_steps >= self.total_steps:
+      raise ValueError(f"--warmup_steps ({self.warmup_steps}) must be below --total_steps "
+                       f"({self.total_steps})")
+    if self.buffer_size < self.num_envs:
+      raise ValueError(f"--buffer_size ({self.buffer_size}) must be at least --num_envs "
+                       f"({self.num_envs})")
+    if self.batch_size > self.replay_capacity:
+      raise ValueError(f"--batch_size ({self.batch_size}) is larger than the replay buffer "
+                       f"({self.replay_capacity})")
+    if self.reward_scale <= 0:
+      raise ValueError(f"--reward_scale must be positive, got {self.reward_scale}")
+    self.hparams.validate()
+    return self
+
+  def to_dict(self) -> dict:
+    d = dataclasses.asdict(self)
+    d["qsm"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["qsm"].items()}
+    d["hparams"] = {f.name: float(getattr(self.hparams, f.name))
+                    for f in dataclasses.fields(self.hparams)}
+    return d
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "TrainConfig":
+    d = dict(d)
+    qsm = {k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("qsm").items()}
+    return cls(qsm=QSMConfig(**qsm), hparams=QSMHyperparams(**d.pop("hparams")), **d)
+
+
+@flax.struct.dataclass
+class TrainState:
+  """The whole state of one agent's run: everything a checkpoint needs to resume exactly."""
+  agent: QSMState
+  env_state: Any          # brax.envs.State of the num_envs training envs
+  replay: ReplayState
+  key: jax.Array          # the training key stream
+  env_steps: jax.Array    # int32 env steps taken (warm-up included)
+
+
+class Trainer(NamedTuple):
+  """Pure functions of one training run (one seed); vmap them over seeds."""
+  cfg: TrainConfig
+  backend: str
+  obs_dim: int
+  act_dim: int
+  init: Callable[[jax.Array], TrainState]
+  warmup: Callable[[TrainState], TrainState]
+  train_chunk: Callable[[TrainState], tuple[TrainState, dict]]
+  evaluate: Callable[[QSMState, jax.Array], dict]
+
+
+def _transition(env_state, next_state, actions, reward_scale) -> Batch:
+  done = next_state.done
+  truncated = next_state.info["truncation"]
+  return Batch(obs=env_state.obs, action=actions, reward=next_state.reward * reward_scale,
+               next_obs=next_state.info["next_obs"],
+               mask=1.0 - done * (1.0 - truncated))  # 0 only at true terminals
+
+
+def _normalise_env_state(state):
+  # Brax's step returns some float fields (done, truncation, ...) weak-typed while reset
+  # returns them strong. Making every leaf strong keeps one type for the scan carry, so a
+  # state restored from a checkpoint runs through the very same compiled program.
+  return jax.tree.map(lambda x: jnp.asarray(x, x.dtype), state)
+
+
+def make_trainer(cfg: TrainConfig) -> Trainer:
+  """Builds the env and the pure init / warmup / train_chunk / evaluate functions."""
+  cfg.validate()
+  env = make_env(cfg.env, cfg.backend, cfg.episode_length, cfg.action_repeat)
+  eval_env = make_env(cfg.env, cfg.backend, cfg.episode_length, cfg.action_repeat,
+                      auto_reset=False)
+  obs_dim, act_dim = int(env.observation_size), int(env.action_size)
+  n, updates, batch_size = cfg.num_envs, cfg.updates_per_iteration, cfg.batch_size
+
+  def env_reset(key):
+    return _normalise_env_state(env.reset(jax.random.split(key, n)))
+
+  def init(key: jax.Array) -> TrainState:
+    agent_key, env_key, loop_key = jax.random.split(key, 3)
+    agent = init_state(agent_key, obs_dim, act_dim, cfg.qsm, cfg.hparams)
+    env_state = env_reset(env_key)
+    example = Batch(obs=jnp.zeros(obs_dim), action=jnp.zeros(act_dim), reward=jnp.zeros(()),
+                    next_obs=jnp.zeros(obs_dim), mask=jnp.zeros(()))
+    return TrainState(agent=agent, env_state=env_state,
+                      replay=replay_init(example, cfg.replay_capacity), key=loop_key,
+                      env_steps=jnp.zeros((), jnp.int32))
+
+  def step_envs(ts: TrainState, actions: jax.Array):
+    next_state = _normalise_env_state(env.step(ts.env_state, actions))
+    replay = replay_add(ts.replay, _transition(ts.env_state, next_state, actions,
+                                               cfg.reward_scale))
+    return ts.replace(env_state=next_state, replay=replay, env_steps=ts.env_steps + n), next_state
+
+  def warmup(ts: TrainState) -> TrainState:
+    def body(ts, _):
+      key, act_key = jax.random.split(ts.key)
+      actions = jax.random.uniform(act_key, (n, act_dim), minval=-1.0, maxval=1.0)
+      ts, _ = step_envs(ts.replace(key=key), actions)
+      return ts, None
+    ts, _ = jax.lax.scan(body, ts, None, length=cfg.warmup_iterations)
+    return ts
+
+  def iteration(ts: TrainState, _):
+    key, act_key, sample_key, update_key = jax.random.split(ts.key, 4)
+    actions = sample_actions(ts.agent, ts.env_state.obs, act_key, explore=True)
+    ts, next_state = step_envs(ts.replace(key=key), actions)
+    batches = replay_sample(ts.replay, sample_key, (updates, batch_size))
+
+    def update(agent, inputs):
+      batch, k = inputs
+      return qsm_update(agent, batch, k)
+
+    agent, metrics = jax.lax.scan(update, ts.agent, (batches, jax.random.split(update_key, updates)))
+    metrics = jax.tree.map(jnp.mean, metrics)
+    done = next_state.done
+    metrics.update(
+        action_saturation=jnp.mean(jnp.abs(actions) > 0.95),
+        episodes=jnp.sum(done),
+        episode_return_sum=jnp.sum(done * next_state.info["episode_metrics"]["sum_reward"]))
+    return ts.replace(agent=agent), metrics
+
+  def train_chunk(ts: TrainState) -> tuple[TrainState, dict]:
+    ts, metrics = jax.lax.scan(iteration, ts, None, length=cfg.iterations_per_chunk)
+    episodes = jnp.sum(metrics.pop("episodes"))
+    returns = jnp.sum(metrics.pop("episode_return_sum"))
+    metrics = jax.tree.map(jnp.mean, metrics)
+    metrics["train_episodes"] = episodes
+    metrics["train_return"] = jnp.where(episodes > 0, returns / jnp.maximum(episodes, 1), jnp.nan)
+    return ts, metrics
+
+  def evaluate(agent: QSMState, key: jax.Array) -> dict:
+    reset_key, act_key = jax.random.split(key)
+    state = eval_env.reset(jax.random.split(reset_key, cfg.num_eval_envs))
+    state = _normalise_env_state(state)
+    steps = math.ceil(cfg.episode_length / cfg.action_repeat)
+
+    def body(carry, k):
+      state, ret, length, alive = carry
+      actions = sample_actions(agent, state.obs, k, explore=False)
+      state = _normalise_env_state(eval_env.step(state, actions))
+      ret = ret + alive * state.reward
+      length = length + alive * cfg.action_repeat
+      alive = alive * (1.0 - state.done)
+      return (state, ret, length, alive), None
+
+    zeros = jnp.zeros(cfg.num_eval_envs)
+    (_, ret, length, _), _ = jax.lax.scan(body, (state, zeros, zeros, zeros + 1.0),
+                                          jax.random.split(act_key, steps))
+    return {"eval_return": jnp.mean(ret), "eval_return_std": jnp.std(ret),
+            "eval_episode_length": jnp.mean(length)}
+
+  return Trainer(cfg=cfg, backend=check_env(cfg.env, cfg.backend), obs_dim=obs_dim, act_dim=act_dim, init=init, warmup=warmup,
+                 train_chunk=train_chunk, evaluate=evaluate)
