@@ -124,14 +124,7 @@ def main(argv):
     cfg.validate()
     if FLAGS.checkpoint_every < 0:
       raise ValueError(f"--checkpoint_every must be >= 0, got {FLAGS.checkpoint_every}")
-    if FLAGS.resume:
-      # A resumed run keeps its saved settings; a differing flag is an error (in train()).
-      with open(os.path.join(FLAGS.resume, "config.json")) as f:
-        saved = json.load(f)
-      from qsm_jax.runner import config_mismatch  # pylint: disable=import-outside-toplevel
-      diffs = config_mismatch(saved, cfg.to_dict())
-      if diffs:
-        raise ValueError("checkpoint config does not match: " + "; ".join(diffs))
+    # On --resume, train() refuses flags that contradict the saved config.json.
     opts = RunOptions(run_dir=run_dir, resume=bool(FLAGS.resume),
                       checkpoint_every=FLAGS.checkpoint_every,
                       checkpoint_replay=FLAGS.checkpoint_replay, max_to_keep=FLAGS.max_to_keep)

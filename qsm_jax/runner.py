@@ -278,9 +278,12 @@ def train(cfg: TrainConfig, opts: RunOptions,
       logger.write(row)
       eta = np.mean(chunk_times[-10:]) * (cfg.num_chunks - chunk - 1)
       evals = [r["eval_return_mean"] for r in logger.rows if r.get("eval_return_mean") is not None]
+      per_seed = ""
+      if row.get("eval_return") and 1 < cfg.num_seeds <= 8:
+        per_seed = " [" + ", ".join(f"{v:.0f}" for v in row["eval_return"] if v is not None) + "]"
       log(f"step {env_steps:>9,}/{cfg.total_steps:,} ({100 * env_steps / cfg.total_steps:3.0f}%) | "
           f"{row['env_steps_per_s']:8,.0f} env-steps/s {row['updates_per_s']:7,.0f} updates/s | "
-          f"eval {evals[-1] if evals else float('nan'):8.1f} | "
+          f"eval {evals[-1] if evals else float('nan'):8.1f}{per_seed} | "
           f"train ret {row['train_return_mean'] if row['train_return_mean'] is not None else float('nan'):8.1f} | "
           f"critic {row['critic_loss_mean']:.3g} actor {row['actor_loss_mean']:.3g} "
           f"sat {row['action_saturation_mean']:.2f} | ETA {_fmt_time(eta)}")
