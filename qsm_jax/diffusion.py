@@ -5,7 +5,7 @@ the spec's ``beta_{t+1}`` (the spec writes its formulas for t = 1..T).
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import chex
 import jax
@@ -86,7 +86,8 @@ NoiseFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 def ddpm_sample(schedule: DiffusionSchedule, eps_fn: NoiseFn, obs: jax.Array, act_dim: int,
                 key: jax.Array, temperature: jax.Array | float = 1.0,
-                clip_sampler: bool = True) -> jax.Array:
+                clip_sampler: bool = True,
+                normal: Optional[Callable[[jax.Array, tuple], jax.Array]] = None) -> jax.Array:
   """T-step DDPM ancestral sampler, one ``lax.scan`` from t = T-1 down to 0.
 
   x_T ~ N(0, I); x <- (x - beta_t / sqrt(1 - abar_t) * eps) / sqrt(alpha_t);
@@ -101,6 +102,9 @@ def ddpm_sample(schedule: DiffusionSchedule, eps_fn: NoiseFn, obs: jax.Array, ac
     key: PRNG key.
     temperature: scale of the injected noise (a leaf: may be traced).
     clip_sampler: clip after every step (static).
+    normal: ``(key, shape) -> standard normal draws``; default ``jax.random.normal``.
+      The data-parallel update passes one that draws for the global batch and keeps
+      this device's rows.
 
   Returns:
     (B, A) actions in [-1, 1].
@@ -111,8 +115,9 @@ def ddpm_sample(schedule: DiffusionSchedule, eps_fn: NoiseFn, obs: jax.Array, ac
   betas = jnp.asarray(schedule.betas)
   alphas = jnp.asarray(schedule.alphas)
   alpha_bars = jnp.asarray(schedule.alpha_bars)
+  normal = normal or (lambda k, shape: jax.random.normal(k, shape, jnp.float32))
   init_key, step_keys = jax.random.split(key)
-  x = jax.random.normal(init_key, (batch, act_dim), dtype=jnp.float32)
+  x = normal(init_key, (batch, act_dim))
   step_keys = jax.random.split(step_keys, T)
 
   def step(x, inputs):
@@ -120,7 +125,7 @@ def ddpm_sample(schedule: DiffusionSchedule, eps_fn: NoiseFn, obs: jax.Array, ac
     t_in = jnp.full((batch, 1), t, dtype=jnp.float32)
     eps = eps_fn(obs, x, t_in)
     x = (x - betas[t] / jnp.sqrt(1.0 - alpha_bars[t]) * eps) / jnp.sqrt(alphas[t])
-    z = jax.random.normal(k, x.shape, dtype=x.dtype)
+    z = normal(k, x.shape)
     x = x + (t > 0) * jnp.sqrt(betas[t]) * temperature * z
     if clip_sampler:
       x = jnp.clip(x, -1.0, 1.0)

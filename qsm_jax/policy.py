@@ -13,7 +13,7 @@ from qsm_jax.state import Params, QSMState
 
 
 def sample_from_params(state: QSMState, actor_params: Params, obs: jax.Array, key: jax.Array,
-                       temperature: jax.Array) -> jax.Array:
+                       temperature: jax.Array, normal=None) -> jax.Array:
   """Runs the DDPM sampler with the given noise-model parameters: (B, A) in [-1, 1]."""
   schedule = make_schedule(state.config.T, state.config.beta_schedule)
 
@@ -21,7 +21,7 @@ def sample_from_params(state: QSMState, actor_params: Params, obs: jax.Array, ke
     return state.noise_model.apply(actor_params, o, x, t)
 
   return ddpm_sample(schedule, eps_fn, obs, state.act_dim, key, temperature=temperature,
-                     clip_sampler=state.config.clip_sampler)
+                     clip_sampler=state.config.clip_sampler, normal=normal)
 
 
 def _sample_actions(state: QSMState, obs: jax.Array, key: jax.Array, explore: bool = False,

@@ -51,6 +51,28 @@ def _adam_step(config, params, opt_state, grads, lr):
   return params, opt_state
 
 
+def _global_batch_draws(axis_name: Optional[str]):
+  """(normal, randint) drawing for the GLOBAL batch and keeping this device's rows.
+
+  With the same key on every device, k devices then draw exactly the numbers one
+  device draws for the whole batch, so a data-parallel update is the same algorithm
+  as the single-device one (up to float reduction order).
+  """
+  normal = lambda k, shape: jax.random.normal(k, shape, jnp.float32)
+  randint = lambda k, shape, lo, hi: jax.random.randint(k, shape, lo, hi)
+  if axis_name is None:
+    return normal, randint
+  n, i = jax.lax.axis_size(axis_name), jax.lax.axis_index(axis_name)
+
+  def local(draw):
+    def draw_rows(key, shape, *args):
+      full = draw(key, (n * shape[0], *shape[1:]), *args)
+      return jax.lax.dynamic_slice_in_dim(full, i * shape[0], shape[0])
+    return draw_rows
+
+  return local(normal), local(randint)
+
+
 def _check_batch(state: QSMState, batch: Batch) -> None:
   b = batch.obs.shape[0]
   chex.assert_shape(batch.obs, (b, state.obs_dim))
@@ -66,13 +88,13 @@ def _qsm_update(state: QSMState, batch: Batch, key: jax.Array,
   schedule = make_schedule(cfg.T, cfg.beta_schedule)
   pmean = (lambda x: jax.lax.pmean(x, axis_name)) if axis_name else (lambda x: x)
   next_key, target_noise_key, t_key, eps_key = jax.random.split(key, 4)
+  normal, randint = _global_batch_draws(axis_name)
 
   # 1-2. Critic target from the current policy's (noised) action at s'.
   next_action = sample_from_params(state, state.actor_params, batch.next_obs, next_key,
-                                   hp.temperature)
+                                   hp.temperature, normal=normal)
   next_action = jnp.clip(
-      next_action + hp.target_noise * jax.random.normal(target_noise_key, next_action.shape),
-      -1.0, 1.0)
+      next_action + hp.target_noise * normal(target_noise_key, next_action.shape), -1.0, 1.0)
   target = losses.critic_target(state.critic, state.target_critic_params, batch.reward,
                                 batch.mask, batch.next_obs, next_action, hp.gamma)
 
@@ -89,8 +111,8 @@ def _qsm_update(state: QSMState, batch: Batch, key: jax.Array,
 
   # 5-7. Actor step: regress eps_theta onto -M_q * grad_a Q at the noised replay action.
   batch_size = batch.obs.shape[0]
-  t = jax.random.randint(t_key, (batch_size,), 0, cfg.T)
-  eps = jax.random.normal(eps_key, batch.action.shape)
+  t = randint(t_key, (batch_size,), 0, cfg.T)
+  eps = normal(eps_key, batch.action.shape)
   noisy_action = noise_actions(schedule, batch.action, t, eps)
   grad_q = losses.q_action_gradient(state.critic, critic_params, batch.obs, noisy_action)
   score_target = -hp.M_q * grad_q
@@ -128,11 +150,12 @@ Pure and jitted: ``new_state, metrics = qsm_update(state, batch, key)``.
 Args:
   state: a ``QSMState`` (from ``init_state``, with our networks or yours).
   batch: a ``Batch`` of B transitions.
-  key: PRNG key for the sampler, target noise, diffusion steps and noise. Under
-    ``pmap``/``shard_map`` give each device its own key.
-  axis_name: if given, gradients (and metrics) are averaged over this mapped axis with
-    ``lax.pmean``, so the same function is a data-parallel update under ``pmap`` or
-    ``shard_map``. None (default): single device.
+  key: PRNG key for the sampler, target noise, diffusion steps and noise.
+  axis_name: if given, ``batch`` is this device's shard of a global batch split over
+    the mapped axis (``pmap`` / ``shard_map``): gradients and metrics are averaged with
+    ``lax.pmean``, and random draws are made for the global batch with ``key`` and
+    sliced to this shard. Give every device the SAME key: k devices then compute the
+    same update as one device with the whole batch. None (default): single device.
 
 Returns:
   (new_state, metrics): metrics holds critic_loss, actor_loss, q_mean, target_q_mean,

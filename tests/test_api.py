@@ -142,8 +142,8 @@ def test_axis_name_averages_gradients_like_one_big_batch():
   full, full_m = q.qsm_update(state, batch, jax.random.PRNGKey(2))
   shards = jax.tree.map(lambda x: x.reshape(4, 8, *x.shape[1:]), batch)
   sharded, sharded_m = jax.vmap(
-      lambda b, k: q.qsm_update(state, b, k, axis_name="devices"), axis_name="devices")(
-          shards, jax.random.split(jax.random.PRNGKey(2), 4))
+      lambda b: q.qsm_update(state, b, jax.random.PRNGKey(2), axis_name="devices"),
+      axis_name="devices")(shards)
   for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(sharded)):
     np.testing.assert_allclose(b, np.broadcast_to(a, b.shape), rtol=1e-5, atol=1e-7)
   # Adam's first step only sees gradient signs, so compare the gradients themselves too.
