@@ -7,7 +7,6 @@
 
 Every flag overrides the env's preset (qsm_jax/presets.py) only when given.
 """
-import dataclasses
 import os
 import sys
 import time

@@ -126,9 +126,12 @@ class TrainConfig:
 
   @classmethod
   def from_dict(cls, d: dict) -> "TrainConfig":
-    d = dict(d)
-    qsm = {k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("qsm").items()}
-    return cls(qsm=QSMConfig(**qsm), hparams=QSMHyperparams(**d.pop("hparams")), **d)
+    try:
+      d = dict(d)
+      qsm = {k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("qsm").items()}
+      return cls(qsm=QSMConfig(**qsm), hparams=QSMHyperparams(**d.pop("hparams")), **d)
+    except (KeyError, TypeError) as e:
+      raise ValueError(f"saved config does not match this version of qsm_jax: {e}") from e
 
 
 @flax.struct.dataclass

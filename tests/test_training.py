@@ -93,3 +93,11 @@ def test_short_run_learns_inverted_pendulum(tmp_path):
   print(f"inverted_pendulum eval return: untrained {float(untrained[0]):.1f}, during training {evals}")
   assert float(untrained[0]) < 30  # measured about 15
   assert max(evals[-2:]) > 50 and max(evals[-2:]) > 2.5 * float(untrained[0])  # measured 60-100
+
+
+def test_config_json_round_trip_and_foreign_config():
+  cfg = dataclasses.replace(TINY_LOOP, hparams=QSMHyperparams(M_q=7.5), num_seeds=3)
+  assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+  foreign = {**cfg.to_dict(), "learning_rate": 1e-3}
+  with pytest.raises(ValueError, match="does not match this version"):
+    TrainConfig.from_dict(foreign)
