@@ -27,6 +27,8 @@ flags.DEFINE_string("resume", None, "Run folder to continue from its latest chec
 flags.DEFINE_integer("checkpoint_every", 50_000, "Env steps between checkpoints (0: only at the end).")
 flags.DEFINE_bool("checkpoint_replay", True, "Save the replay buffer too (needed for an exact resume).")
 flags.DEFINE_integer("max_to_keep", 2, "Checkpoints to keep.")
+flags.DEFINE_integer("num_devices", None, "Devices to split envs, replay and batch over "
+                     "(data parallel); default: every local device.")
 # Loop (TrainConfig).
 flags.DEFINE_integer("episode_length", None, "Episode time limit (env steps).")
 flags.DEFINE_integer("action_repeat", None, "Action repeat.")
@@ -126,7 +128,8 @@ def main(argv):
     # On --resume, train() refuses flags that contradict the saved config.json.
     opts = RunOptions(run_dir=run_dir, resume=bool(FLAGS.resume),
                       checkpoint_every=FLAGS.checkpoint_every,
-                      checkpoint_replay=FLAGS.checkpoint_replay, max_to_keep=FLAGS.max_to_keep)
+                      checkpoint_replay=FLAGS.checkpoint_replay, max_to_keep=FLAGS.max_to_keep,
+                      num_devices=FLAGS.num_devices)
     train(cfg, opts, log=lambda s: print(s, flush=True))
   except (ValueError, NonFiniteError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)

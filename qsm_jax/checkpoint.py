@@ -9,6 +9,7 @@ import os
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -50,7 +51,9 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template.replace(replay=None))
+    # Host (numpy) templates restore as numpy; device arrays restore with their sharding.
+    to_abstract = lambda x: x if isinstance(x, np.ndarray) else ocp.utils.to_shape_dtype_struct(x)
+    abstract = jax.tree.map(to_abstract, template.replace(replay=None))
     # The metadata says whether the replay buffer was saved (a fresh manager cannot tell
     # from orbax's item metadata alone).
     meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -58,7 +61,7 @@ class Checkpointer:
     items = {"state": ocp.args.StandardRestore(abstract), "meta": ocp.args.JsonRestore()}
     if has_replay:
       items["replay"] = ocp.args.StandardRestore(
-          jax.tree.map(ocp.utils.to_shape_dtype_struct, template.replay))
+          jax.tree.map(to_abstract, template.replay))
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     state = restored["state"].replace(replay=restored["replay"] if has_replay else template.replay)
     return state, restored["meta"], has_replay

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qsm_jax.checkpoint import Checkpointer
-from qsm_jax.training import TrainConfig, TrainState, make_trainer
+from qsm_jax.training import TrainConfig, TrainState, check_divisible, make_trainer
 
 # Settings that may change when resuming: they do not change the algorithm's result.
 RESUMABLE_CHANGES = ("total_steps", "eval_every", "num_eval_envs")
@@ -45,6 +45,8 @@ class RunOptions:
     checkpoint_replay: include the replay buffer in checkpoints (exact resume).
     max_to_keep: checkpoints kept.
     write_plot: write learning_curve.png at the end (if matplotlib is installed).
+    num_devices: devices to split the envs, replay buffer and batch over (data
+      parallel, ``pmap``); None: every local device.
   """
   run_dir: str
   resume: bool = False
@@ -52,6 +54,7 @@ class RunOptions:
   checkpoint_replay: bool = True
   max_to_keep: int = 2
   write_plot: bool = True
+  num_devices: Optional[int] = None
 
 
 @dataclasses.dataclass
@@ -83,6 +86,14 @@ def memory_report(ts: TrainState) -> dict:
                                    agent.target_critic_params)),
           "optimizer_bytes": nbytes((agent.actor_opt_state, agent.critic_opt_state)),
           "env_state_bytes": nbytes(ts.env_state)}
+
+
+def assert_replicas_identical(agent) -> None:
+  """Data-parallel invariant: every device holds bit-identical agent parameters."""
+  for leaf in jax.tree.leaves(jax.device_get(agent)):
+    if not np.all(leaf == leaf[:1]):
+      raise RuntimeError("agent parameters differ between devices: the data-parallel "
+                         "update lost synchronisation")
 
 
 def _fmt_time(seconds: float) -> str:
@@ -190,6 +201,11 @@ def train(cfg: TrainConfig, opts: RunOptions,
   NonFiniteError if a loss becomes non-finite (the last good checkpoint is kept).
   """
   cfg.validate()
+  num_devices = opts.num_devices or jax.local_device_count()
+  if not 1 <= num_devices <= jax.local_device_count():
+    raise ValueError(f"--num_devices ({num_devices}) must be between 1 and the "
+                     f"{jax.local_device_count()} local devices")
+  check_divisible(cfg, num_devices)
   run_dir = os.path.abspath(opts.run_dir)
   config_path = os.path.join(run_dir, "config.json")
   ckpt_dir = os.path.join(run_dir, "checkpoints")
@@ -208,22 +224,40 @@ def train(cfg: TrainConfig, opts: RunOptions,
   with open(config_path, "w") as f:
     json.dump(cfg.to_dict(), f, indent=2)
 
-  trainer = make_trainer(cfg)
+  parallel = num_devices > 1
+  trainer = make_trainer(cfg, num_devices, "devices" if parallel else None)
   checkpointer = Checkpointer(ckpt_dir, opts.max_to_keep, opts.checkpoint_replay)
-  init_fn = jax.jit(jax.vmap(trainer.init))
-  warmup_fn = jax.jit(jax.vmap(trainer.warmup))
-  chunk_fn = jax.jit(jax.vmap(trainer.train_chunk), donate_argnums=0)
-  eval_fn = jax.jit(jax.vmap(trainer.evaluate))
+  if parallel:
+    # One copy of every seed's state per device (pmap over devices, vmap over seeds):
+    # agents replicated, envs and replay split. pmap keeps the per-device program plain
+    # and its collectives (qsm_update's pmean) explicit.
+    devices = jax.local_devices()[:num_devices]
+    mapped = lambda f, **kw: jax.pmap(jax.vmap(f), axis_name="devices", devices=devices, **kw)
+    replicate = lambda x: np.broadcast_to(np.asarray(x), (num_devices, *np.shape(x)))
+    first = lambda tree: jax.tree.map(lambda x: x[0], tree)
+  else:
+    mapped = lambda f, **kw: jax.jit(jax.vmap(f), **kw)
+    replicate = first = lambda x: x
+  init_mapped = mapped(trainer.init)
+  init_fn = lambda keys: init_mapped(replicate(keys))
+  warmup_fn = mapped(trainer.warmup)
+  chunk_fn = mapped(trainer.train_chunk, donate_argnums=0)
+  eval_agents = mapped(trainer.evaluate)
+  eval_fn = lambda agent, keys: first(eval_agents(agent, replicate(keys)))
 
   log(f"qsm_jax | env {cfg.env} ({trainer.backend} backend) obs {trainer.obs_dim} "
       f"act {trainer.act_dim} | {cfg.num_seeds} seed(s) x {cfg.num_envs} envs | "
-      f"{cfg.updates_per_iteration} updates per vectorised step | devices: {jax.devices()}")
+      f"{cfg.updates_per_iteration} updates per vectorised step | "
+      f"{num_devices} x {jax.devices()[0].platform} device(s)")
   t0 = time.time()
   ts = init_fn(jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds))
   start_step = None
   if opts.resume and checkpointer.latest_step() is not None:
-    ts, meta, had_replay = checkpointer.restore(ts)
+    ts, meta, had_replay = checkpointer.restore(jax.device_get(ts) if parallel else ts)
     start_step = int(meta["env_steps"])
+    if meta.get("num_devices", 1) != num_devices:
+      raise ValueError(f"the checkpoint was written by a run on {meta.get('num_devices', 1)} "
+                       f"device(s); resume it with --num_devices={meta.get('num_devices', 1)}")
     log(f"resumed from {ckpt_dir} at env step {start_step}"
         + ("" if had_replay else " (replay buffer not saved: refilling it with random actions)"))
     if not had_replay:
@@ -246,7 +280,7 @@ def train(cfg: TrainConfig, opts: RunOptions,
   log(f"compiled the training chunk ({cfg.iterations_per_chunk} vectorised steps, "
       f"{cfg.iterations_per_chunk * cfg.updates_per_iteration} updates) in {compile_s:.1f}s")
 
-  env_steps = int(np.asarray(ts.env_steps)[0])
+  env_steps = int(np.asarray(ts.env_steps).reshape(-1)[0])
   first_chunk = (env_steps - cfg.warmup_iterations * cfg.num_envs) // cfg.chunk_env_steps
   train_s = 0.0
   chunk_times = []
@@ -254,11 +288,11 @@ def train(cfg: TrainConfig, opts: RunOptions,
     for chunk in range(first_chunk, cfg.num_chunks):
       t_chunk = time.time()
       ts, metrics = compiled_chunk(ts)
-      metrics = jax.device_get(metrics)
+      metrics = jax.device_get(first(metrics))
       dt = time.time() - t_chunk
       train_s += dt
       chunk_times.append(dt)
-      prev_steps, env_steps = env_steps, int(np.asarray(ts.env_steps)[0])
+      prev_steps, env_steps = env_steps, int(np.asarray(ts.env_steps).reshape(-1)[0])
       bad = [k for k in LOSS_KEYS if not np.all(np.isfinite(metrics[k]))]
       if bad:
         last = checkpointer.latest_step()
@@ -288,7 +322,11 @@ def train(cfg: TrainConfig, opts: RunOptions,
           f"critic {row['critic_loss_mean']:.3g} actor {row['actor_loss_mean']:.3g} "
           f"sat {row['action_saturation_mean']:.2f} | ETA {_fmt_time(eta)}")
       if _crossed(prev_steps, env_steps, opts.checkpoint_every) or last_chunk:
-        checkpointer.save(env_steps, ts, {"env_steps": env_steps, "config": cfg.to_dict()})
+        if parallel:
+          assert_replicas_identical(ts.agent)
+        checkpointer.save(env_steps, jax.device_get(ts) if parallel else ts,
+                          {"env_steps": env_steps, "config": cfg.to_dict(),
+                           "num_devices": num_devices})
   finally:
     logger.close()
     checkpointer.close()

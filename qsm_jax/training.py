@@ -171,14 +171,44 @@ def _normalise_env_state(state):
   return jax.tree.map(lambda x: jnp.asarray(x, x.dtype), state)
 
 
-def make_trainer(cfg: TrainConfig) -> Trainer:
-  """Builds the env and the pure init / warmup / train_chunk / evaluate functions."""
+def check_divisible(cfg: TrainConfig, num_devices: int) -> None:
+  """Raises ValueError unless the envs, batch, eval envs and buffer split evenly."""
+  for name in ("num_envs", "batch_size", "num_eval_envs"):
+    if getattr(cfg, name) % num_devices:
+      raise ValueError(f"--{name} ({getattr(cfg, name)}) must be divisible by the number of "
+                       f"devices ({num_devices})")
+
+
+def make_trainer(cfg: TrainConfig, num_devices: int = 1,
+                 axis_name: Optional[str] = None) -> Trainer:
+  """Builds the env and the pure init / warmup / train_chunk / evaluate functions.
+
+  With ``num_devices > 1`` the functions are one device's part of a data-parallel run,
+  to be mapped over ``axis_name`` (``pmap``): each device steps ``num_envs /
+  num_devices`` envs, keeps that share of the replay buffer, samples ``batch_size /
+  num_devices`` rows per update and averages gradients through ``qsm_update``'s axis
+  name. Acting, env and sampling keys are folded with the device index (distinct
+  streams); the update key is shared (global-batch semantics), so parameters stay
+  identical on every device.
+  """
   cfg.validate()
+  check_divisible(cfg, num_devices)
+  if (num_devices > 1) != (axis_name is not None):
+    raise ValueError("a data-parallel trainer needs both num_devices > 1 and an axis_name")
   env = make_env(cfg.env, cfg.backend, cfg.episode_length, cfg.action_repeat)
   eval_env = make_env(cfg.env, cfg.backend, cfg.episode_length, cfg.action_repeat,
                       auto_reset=False)
   obs_dim, act_dim = int(env.observation_size), int(env.action_size)
-  n, updates, batch_size = cfg.num_envs, cfg.updates_per_iteration, cfg.batch_size
+  n = cfg.num_envs // num_devices                # envs on this device
+  batch_size = cfg.batch_size // num_devices     # rows of each update's batch on this device
+  num_eval = cfg.num_eval_envs // num_devices
+  updates = cfg.updates_per_iteration
+
+  def device_key(key):
+    return jax.random.fold_in(key, jax.lax.axis_index(axis_name)) if axis_name else key
+
+  def psum(x):
+    return jax.lax.psum(x, axis_name) if axis_name else x
 
   def env_reset(key):
     return _normalise_env_state(env.reset(jax.random.split(key, n)))
@@ -186,23 +216,25 @@ def make_trainer(cfg: TrainConfig) -> Trainer:
   def init(key: jax.Array) -> TrainState:
     agent_key, env_key, loop_key = jax.random.split(key, 3)
     agent = init_state(agent_key, obs_dim, act_dim, cfg.qsm, cfg.hparams)
-    env_state = env_reset(env_key)
+    env_state = env_reset(device_key(env_key))
     example = Batch(obs=jnp.zeros(obs_dim), action=jnp.zeros(act_dim), reward=jnp.zeros(()),
                     next_obs=jnp.zeros(obs_dim), mask=jnp.zeros(()))
     return TrainState(agent=agent, env_state=env_state,
-                      replay=replay_init(example, cfg.replay_capacity), key=loop_key,
+                      replay=replay_init(example, cfg.replay_capacity // num_devices),
+                      key=loop_key,
                       env_steps=jnp.zeros((), jnp.int32))
 
   def step_envs(ts: TrainState, actions: jax.Array):
     next_state = _normalise_env_state(env.step(ts.env_state, actions))
     replay = replay_add(ts.replay, _transition(ts.env_state, next_state, actions,
                                                cfg.reward_scale))
-    return ts.replace(env_state=next_state, replay=replay, env_steps=ts.env_steps + n), next_state
+    return (ts.replace(env_state=next_state, replay=replay, env_steps=ts.env_steps + cfg.num_envs),
+            next_state)
 
   def warmup(ts: TrainState) -> TrainState:
     def body(ts, _):
       key, act_key = jax.random.split(ts.key)
-      actions = jax.random.uniform(act_key, (n, act_dim), minval=-1.0, maxval=1.0)
+      actions = jax.random.uniform(device_key(act_key), (n, act_dim), minval=-1.0, maxval=1.0)
       ts, _ = step_envs(ts.replace(key=key), actions)
       return ts, None
     ts, _ = jax.lax.scan(body, ts, None, length=cfg.warmup_iterations)
@@ -210,21 +242,21 @@ def make_trainer(cfg: TrainConfig) -> Trainer:
 
   def iteration(ts: TrainState, _):
     key, act_key, sample_key, update_key = jax.random.split(ts.key, 4)
-    actions = sample_actions(ts.agent, ts.env_state.obs, act_key, explore=True)
+    actions = sample_actions(ts.agent, ts.env_state.obs, device_key(act_key), explore=True)
     ts, next_state = step_envs(ts.replace(key=key), actions)
-    batches = replay_sample(ts.replay, sample_key, (updates, batch_size))
+    batches = replay_sample(ts.replay, device_key(sample_key), (updates, batch_size))
 
     def update(agent, inputs):
       batch, k = inputs
-      return qsm_update(agent, batch, k)
+      return qsm_update(agent, batch, k, axis_name=axis_name)
 
     agent, metrics = jax.lax.scan(update, ts.agent, (batches, jax.random.split(update_key, updates)))
     metrics = jax.tree.map(jnp.mean, metrics)
     done = next_state.done
     metrics.update(
-        action_saturation=jnp.mean(jnp.abs(actions) > 0.95),
-        episodes=jnp.sum(done),
-        episode_return_sum=jnp.sum(done * next_state.info["episode_metrics"]["sum_reward"]))
+        action_saturation=psum(jnp.mean(jnp.abs(actions) > 0.95)) / num_devices,
+        episodes=psum(jnp.sum(done)),
+        episode_return_sum=psum(jnp.sum(done * next_state.info["episode_metrics"]["sum_reward"])))
     return ts.replace(agent=agent), metrics
 
   def train_chunk(ts: TrainState) -> tuple[TrainState, dict]:
@@ -238,7 +270,8 @@ def make_trainer(cfg: TrainConfig) -> Trainer:
 
   def evaluate(agent: QSMState, key: jax.Array) -> dict:
     reset_key, act_key = jax.random.split(key)
-    state = eval_env.reset(jax.random.split(reset_key, cfg.num_eval_envs))
+    reset_key, act_key = device_key(reset_key), device_key(act_key)
+    state = eval_env.reset(jax.random.split(reset_key, num_eval))
     state = _normalise_env_state(state)
     steps = math.ceil(cfg.episode_length / cfg.action_repeat)
 
@@ -251,9 +284,12 @@ def make_trainer(cfg: TrainConfig) -> Trainer:
       alive = alive * (1.0 - state.done)
       return (state, ret, length, alive), None
 
-    zeros = jnp.zeros(cfg.num_eval_envs)
+    zeros = jnp.zeros(num_eval)
     (_, ret, length, _), _ = jax.lax.scan(body, (state, zeros, zeros, zeros + 1.0),
                                           jax.random.split(act_key, steps))
+    if axis_name:  # every device's episodes
+      ret = jax.lax.all_gather(ret, axis_name).reshape(-1)
+      length = jax.lax.all_gather(length, axis_name).reshape(-1)
     return {"eval_return": jnp.mean(ret), "eval_return_std": jnp.std(ret),
             "eval_episode_length": jnp.mean(length)}
 

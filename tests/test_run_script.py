@@ -123,8 +123,8 @@ def test_leftover_partial_checkpoint_does_not_hide_the_last_good_one(tmp_path):
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
   real_make_trainer = runner_module.make_trainer
 
-  def poisoned(cfg):
-    trainer = real_make_trainer(cfg)
+  def poisoned(cfg, *args):
+    trainer = real_make_trainer(cfg, *args)
 
     def chunk(ts):
       ts, metrics = trainer.train_chunk(ts)
