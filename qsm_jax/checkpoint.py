@@ -32,6 +32,13 @@ class Checkpointer:
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
+  def read_meta(self, step: Optional[int] = None) -> dict:
+    """The JSON metadata of a checkpoint (latest by default), without its arrays."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
   def save(self, step: int, train_state: Any, meta: dict) -> None:
     """Saves synchronously (returns once the checkpoint is complete on disk)."""
     meta = {**meta, "has_replay": self.save_replay}
@@ -56,7 +63,7 @@ class Checkpointer:
     abstract = jax.tree.map(to_abstract, template.replace(replay=None))
     # The metadata says whether the replay buffer was saved (a fresh manager cannot tell
     # from orbax's item metadata alone).
-    meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    meta = self.read_meta(step)
     has_replay = bool(meta.get("has_replay"))
     items = {"state": ocp.args.StandardRestore(abstract), "meta": ocp.args.JsonRestore()}
     if has_replay:

@@ -253,11 +253,12 @@ def train(cfg: TrainConfig, opts: RunOptions,
   ts = init_fn(jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds))
   start_step = None
   if opts.resume and checkpointer.latest_step() is not None:
+    saved_devices = checkpointer.read_meta().get("num_devices", 1)
+    if saved_devices != num_devices:
+      raise ValueError(f"the checkpoint was written by a run on {saved_devices} device(s); "
+                       f"resume it with --num_devices={saved_devices}")
     ts, meta, had_replay = checkpointer.restore(jax.device_get(ts) if parallel else ts)
     start_step = int(meta["env_steps"])
-    if meta.get("num_devices", 1) != num_devices:
-      raise ValueError(f"the checkpoint was written by a run on {meta.get('num_devices', 1)} "
-                       f"device(s); resume it with --num_devices={meta.get('num_devices', 1)}")
     log(f"resumed from {ckpt_dir} at env step {start_step}"
         + ("" if had_replay else " (replay buffer not saved: refilling it with random actions)"))
     if not had_replay:

@@ -60,6 +60,10 @@ def test_four_device_run_keeps_replicas_identical_and_checks_shapes(tmp_path):
   assert check.returncode == 0, check.stderr[-3000:]
   out = json.loads(check.stdout.strip().splitlines()[-1])
   assert out == {"devices": 4, "identical": True, "envs_differ": True}
+  moved = run_on_devices(4, f"--resume={tmp_path / 'run'}", "--num_devices=2",
+                         "--total_steps=240")
+  assert moved.returncode == 1
+  assert "written by a run on 4 device(s); resume it with --num_devices=4" in moved.stderr
 
 
 def test_two_device_run_learns_inverted_pendulum(tmp_path):
