@@ -32,11 +32,15 @@ class Checkpointer:
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
-  def read_meta(self, step: Optional[int] = None) -> dict:
-    """The JSON metadata of a checkpoint (latest by default), without its arrays."""
+  def _step(self, step: Optional[int]) -> int:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    return step
+
+  def read_meta(self, step: Optional[int] = None) -> dict:
+    """The JSON metadata of a checkpoint (latest by default), without its arrays."""
+    step = self._step(step)
     return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
   def save(self, step: int, train_state: Any, meta: dict) -> None:
@@ -55,9 +59,7 @@ class Checkpointer:
     Returns (train_state, meta, replay_restored). Without a saved replay buffer the
     template's (empty) buffer is kept.
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    step = self._step(step)
     # Host (numpy) templates restore as numpy; device arrays restore with their sharding.
     to_abstract = lambda x: x if isinstance(x, np.ndarray) else ocp.utils.to_shape_dtype_struct(x)
     abstract = jax.tree.map(to_abstract, template.replace(replay=None))
@@ -65,13 +67,13 @@ class Checkpointer:
     # from orbax's item metadata alone).
     meta = self.read_meta(step)
     has_replay = bool(meta.get("has_replay"))
-    items = {"state": ocp.args.StandardRestore(abstract), "meta": ocp.args.JsonRestore()}
+    items = {"state": ocp.args.StandardRestore(abstract)}
     if has_replay:
       items["replay"] = ocp.args.StandardRestore(
           jax.tree.map(to_abstract, template.replay))
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     state = restored["state"].replace(replay=restored["replay"] if has_replay else template.replay)
-    return state, restored["meta"], has_replay
+    return state, meta, has_replay
 
   def close(self) -> None:
     self._manager.close()

@@ -261,9 +261,7 @@ def train(cfg: TrainConfig, opts: RunOptions,
     start_step = int(meta["env_steps"])
     log(f"resumed from {ckpt_dir} at env step {start_step}"
         + ("" if had_replay else " (replay buffer not saved: refilling it with random actions)"))
-    if not had_replay:
-      ts = ts.replace(replay=init_fn(jax.random.split(jax.random.PRNGKey(cfg.seed),
-                                                      cfg.num_seeds)).replay)
+    if not had_replay:  # restore kept the template's empty buffer: refill it
       ts = warmup_fn(ts).replace(env_steps=ts.env_steps)
   elif opts.resume:
     log(f"no checkpoint in {ckpt_dir}: starting from scratch")

@@ -23,10 +23,7 @@ def test_update_split_over_4_devices_equals_one_device_with_whole_batch():
 
 
 ROOT = HERE.parent
-TINY_FLAGS = ["--env=inverted_pendulum", "--num_envs=4", "--num_eval_envs=4",
-              "--warmup_steps=40", "--batch_size=16", "--buffer_size=400", "--log_every=40",
-              "--eval_every=80", "--episode_length=50", "--actor_hidden=16,16",
-              "--critic_hidden=16,16", "--time_hidden=8,8"]
+from test_run_script import TINY_FLAGS  # pylint: disable=wrong-import-position
 
 
 def run_on_devices(n, *args):
