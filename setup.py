@@ -24,7 +24,8 @@ setup(
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "matplotlib>=3.8"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "matplotlib>=3.8", "torch==2.13.0",
+                 "gymnasium[mujoco]>=1.0"],
         "plot": ["matplotlib>=3.8"],
         "bench": ["torch==2.13.0", "gymnasium[mujoco]>=1.0", "matplotlib>=3.8"],
     },
