@@ -257,10 +257,9 @@ class TorchQSM:
   def _actor_loss(self, batch: Batch, draws: Draws) -> torch.Tensor:
     t = draws.t
     noisy = self._sqrt_abar[t][:, None] * batch.action + self._sqrt_1m_abar[t][:, None] * draws.eps
-    # grad_a of the batch sum = the per-sample gradient; only the action needs a gradient.
-    noisy_req = noisy.detach().requires_grad_(True)
-    q_sum = self.critic(batch.obs, noisy_req).sum()
-    grad_q, = torch.autograd.grad(q_sum, noisy_req)
+    # grad_a of the batch sum = the per-sample gradient; only the action needs a gradient
+    # (torch.func.grad: torch.compile traces it, where autograd.grad breaks the graph).
+    grad_q = torch.func.grad(lambda a: self.critic(batch.obs, a).sum())(noisy.detach())
     score_target = -self.cfg.M_q * (grad_q / self.cfg.num_critics)  # mean over critics
     eps_pred = self.actor(batch.obs, noisy, t.to(noisy.dtype)[:, None])
     return ((score_target.detach() - eps_pred) ** 2).mean()
