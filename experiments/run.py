@@ -3,6 +3,7 @@
   python experiments/run.py                      # inverted_pendulum, learns in minutes on CPU
   python experiments/run.py --env=ant            # the spec's settings on ant
   python experiments/run.py --env=hopper --num_seeds=4 --M_q=20
+  python experiments/run.py --sweep=M_q=1,5,20 --num_seeds=2   # 6 agents, one program
   python experiments/run.py --resume=runs/ant-20261127-120000   # continue a stopped run
 
 Every flag overrides the env's preset (qsm_jax/presets.py) only when given.
@@ -28,7 +29,19 @@ flags.DEFINE_integer("checkpoint_every", 50_000, "Env steps between checkpoints 
 flags.DEFINE_bool("checkpoint_replay", True, "Save the replay buffer too (needed for an exact resume).")
 flags.DEFINE_integer("max_to_keep", 2, "Checkpoints to keep.")
 flags.DEFINE_integer("num_devices", None, "Devices to split envs, replay and batch over "
-                     "(data parallel); default: every local device.")
+                     "(data parallel); default: every local device (every device of every "
+                     "process in a multi-process run).")
+# Several processes / hosts (jax.distributed).
+flags.DEFINE_bool("distributed", False, "Join a multi-process run through "
+                  "jax.distributed.initialize (implied by --coordinator_address or "
+                  "$JAX_COORDINATOR_ADDRESS); without the flags below JAX detects the cluster "
+                  "(Cloud TPU pod, SLURM, Open MPI, Kubernetes).")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator "
+                    "(default: $JAX_COORDINATOR_ADDRESS or cluster detection).")
+flags.DEFINE_integer("num_processes", None, "Processes in the run (default: "
+                     "$JAX_NUM_PROCESSES or cluster detection).")
+flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1 "
+                     "(default: $JAX_PROCESS_ID or cluster detection).")
 # Loop (TrainConfig).
 flags.DEFINE_integer("episode_length", None, "Episode time limit (env steps).")
 flags.DEFINE_integer("action_repeat", None, "Action repeat.")
@@ -44,6 +57,8 @@ flags.DEFINE_integer("log_every", None, "Env steps per jitted chunk (one log row
 flags.DEFINE_integer("eval_every", None, "Env steps between evaluations.")
 flags.DEFINE_integer("seed", None, "Random seed.")
 flags.DEFINE_integer("num_seeds", None, "Independent agents trained together (vmapped).")
+flags.DEFINE_string("sweep", None, "Sweep one numeric hyperparameter in the same program, "
+                    "e.g. M_q=1,5,20: every value is trained with each of the --num_seeds seeds.")
 # QSMConfig (static).
 flags.DEFINE_integer("T", None, "Diffusion steps.")
 flags.DEFINE_enum("beta_schedule", None, ["vp", "cosine", "linear"], "Noise schedule.")
@@ -83,6 +98,18 @@ def _flag_value(name):
   return value
 
 
+def parse_sweep(text):
+  """'M_q=1,5,20' -> ('M_q', [1.0, 5.0, 20.0])."""
+  name, _, values = text.partition("=")
+  try:
+    parsed = [float(v) for v in values.split(",") if v.strip()]
+  except ValueError:
+    parsed = []
+  if not name.strip() or not parsed:
+    raise ValueError(f"--sweep must look like NAME=V1,V2,... (e.g. M_q=1,5,20), got {text!r}")
+  return name.strip(), parsed
+
+
 def build_config(base=None):
   """TrainConfig from the env preset (or a saved config), overridden by the given flags."""
   from qsm_jax.presets import preset  # pylint: disable=import-outside-toplevel
@@ -96,6 +123,8 @@ def build_config(base=None):
   settings.update({n: _flag_value(n) for n in LOOP_FLAGS if _given(n)})
   if _given("env"):
     settings["env"] = FLAGS.env
+  if _given("sweep"):
+    settings["sweep_name"], settings["sweep_values"] = parse_sweep(FLAGS.sweep)
   settings["qsm"] = {**settings["qsm"], **{n: _flag_value(n) for n in QSM_FLAGS if _given(n)}}
   settings["hparams"] = {**settings["hparams"],
                          **{n: _flag_value(n) for n in HPARAM_FLAGS if _given(n)}}
@@ -110,6 +139,14 @@ def main(argv):
   import json  # pylint: disable=import-outside-toplevel
   from qsm_jax.runner import NonFiniteError, RunOptions, train  # pylint: disable=import-outside-toplevel
   try:
+    multi_process = (FLAGS.distributed or FLAGS.coordinator_address is not None
+                     or bool(os.environ.get("JAX_COORDINATOR_ADDRESS")))
+    if multi_process:
+      if not (FLAGS.run_dir or FLAGS.resume):
+        raise ValueError("a multi-process run needs --run_dir (or --resume): every process "
+                         "must write to the same folder")
+      from qsm_jax.parallel import initialize_distributed  # pylint: disable=import-outside-toplevel
+      initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     if FLAGS.resume:
       config_path = os.path.join(FLAGS.resume, "config.json")
       if not os.path.exists(config_path):

@@ -5,11 +5,13 @@ The public API:
   init_state, QSMState        build the train state (our networks or your Flax modules)
   Batch, qsm_update           one pure, jitted update (optionally data-parallel)
   sample_actions              batched DDPM policy sampling
+  load_policy, load_run       a trained policy / agents from a run folder, in any process
   NoiseModel, Critic          the authors' default networks
   make_schedule, ddpm_sample, noise_actions   the diffusion machinery
 """
 from qsm_jax.config import QSMConfig, QSMHyperparams
 from qsm_jax.diffusion import (DiffusionSchedule, ddpm_sample, make_schedule, noise_actions)
+from qsm_jax.loading import CheckpointError, LoadedRun, Policy, load_policy, load_run
 from qsm_jax.networks import Critic, FourierFeatures, NoiseModel
 from qsm_jax.policy import sample_actions
 from qsm_jax.state import QSMState, ensemble_apply, init_state
@@ -18,7 +20,8 @@ from qsm_jax.update import Batch, qsm_update
 __version__ = "0.1.0"
 
 __all__ = [
-    "Batch", "Critic", "DiffusionSchedule", "FourierFeatures", "NoiseModel", "QSMConfig",
-    "QSMHyperparams", "QSMState", "ddpm_sample", "ensemble_apply", "init_state",
-    "make_schedule", "noise_actions", "qsm_update", "sample_actions",
+    "Batch", "CheckpointError", "Critic", "DiffusionSchedule", "FourierFeatures", "LoadedRun",
+    "NoiseModel", "Policy", "QSMConfig", "QSMHyperparams", "QSMState", "ddpm_sample",
+    "ensemble_apply", "init_state", "load_policy", "load_run", "make_schedule",
+    "noise_actions", "qsm_update", "sample_actions",
 ]

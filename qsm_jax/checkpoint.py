@@ -12,6 +12,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+# Layout version of what ``save`` writes (state / replay / meta items, meta fields).
+# A reader refuses checkpoints newer than the version it knows.
+FORMAT_VERSION = 1
+
 
 class Checkpointer:
   """Saves and restores a (seed-batched) ``TrainState`` plus JSON metadata.
@@ -27,10 +31,17 @@ class Checkpointer:
     self.save_replay = save_replay
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        # Named handlers let a reader see an item's array shapes before restoring it.
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "replay": ocp.StandardCheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
 
   def _step(self, step: Optional[int]) -> int:
     step = self.latest_step() if step is None else step
@@ -45,7 +56,7 @@ class Checkpointer:
 
   def save(self, step: int, train_state: Any, meta: dict) -> None:
     """Saves synchronously (returns once the checkpoint is complete on disk)."""
-    meta = {**meta, "has_replay": self.save_replay}
+    meta = {**meta, "has_replay": self.save_replay, "format_version": FORMAT_VERSION}
     items = {"state": ocp.args.StandardSave(train_state.replace(replay=None)),
              "meta": ocp.args.JsonSave(meta)}
     if self.save_replay:
@@ -60,8 +71,10 @@ class Checkpointer:
     template's (empty) buffer is kept.
     """
     step = self._step(step)
-    # Host (numpy) templates restore as numpy; device arrays restore with their sharding.
-    to_abstract = lambda x: x if isinstance(x, np.ndarray) else ocp.utils.to_shape_dtype_struct(x)
+    # Host (numpy) templates restore as numpy; device arrays and abstract arrays
+    # (jax.ShapeDtypeStruct) restore with their sharding.
+    to_abstract = lambda x: (x if isinstance(x, (np.ndarray, jax.ShapeDtypeStruct))
+                             else ocp.utils.to_shape_dtype_struct(x))
     abstract = jax.tree.map(to_abstract, template.replace(replay=None))
     # The metadata says whether the replay buffer was saved (a fresh manager cannot tell
     # from orbax's item metadata alone).
@@ -74,6 +87,19 @@ class Checkpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     state = restored["state"].replace(replay=restored["replay"] if has_replay else template.replay)
     return state, meta, has_replay
+
+  def restore_arrays(self, step: Optional[int] = None) -> tuple[dict, dict]:
+    """Restores the state (without replay) as nested dicts of host numpy arrays.
+
+    Needs no template and no devices like the writer's: for readers that only need
+    part of the state (e.g. the policy) on any device count. Returns (state_dict, meta).
+    """
+    step = self._step(step)
+    shapes = self._manager.item_metadata(step)["state"]
+    template = jax.tree.map(lambda x: np.empty(x.shape, x.dtype), shapes)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
+    return restored["state"], restored["meta"]
 
   def close(self) -> None:
     self._manager.close()

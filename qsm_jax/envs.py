@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import brax.envs
+import jax
+import jax.numpy as jnp
 from brax.envs.wrappers import training as brax_wrappers
 
 # Envs that train here and the backend each uses by default. spring is the fastest
@@ -40,6 +42,16 @@ def check_env(name: str, backend: str | None) -> str:
   if backend in UNSUPPORTED_BACKENDS.get(name, ()):
     raise ValueError(f"env {name!r} does not support backend {backend!r}")
   return backend
+
+
+def normalise_env_state(state):
+  """Makes every leaf of a Brax state strong-typed.
+
+  Brax's step returns some float fields (done, truncation, ...) weak-typed while reset
+  returns them strong. One type for the scan carry means a state restored from a
+  checkpoint runs through the very same compiled program.
+  """
+  return jax.tree.map(lambda x: jnp.asarray(x, x.dtype), state)
 
 
 class NextObsWrapper(brax.envs.Wrapper):

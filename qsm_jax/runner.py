@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qsm_jax.checkpoint import Checkpointer
+from qsm_jax.parallel import DeviceLayout
 from qsm_jax.training import TrainConfig, TrainState, check_divisible, make_trainer
 
 # Settings that may change when resuming: they do not change the algorithm's result.
@@ -46,7 +47,8 @@ class RunOptions:
     max_to_keep: checkpoints kept.
     write_plot: write learning_curve.png at the end (if matplotlib is installed).
     num_devices: devices to split the envs, replay buffer and batch over (data
-      parallel, ``pmap``); None: every local device.
+      parallel, ``pmap``); None: every local device, or in a multi-process run
+      (``parallel.initialize_distributed``) every device of every process.
   """
   run_dir: str
   resume: bool = False
@@ -88,14 +90,6 @@ def memory_report(ts: TrainState) -> dict:
           "env_state_bytes": nbytes(ts.env_state)}
 
 
-def assert_replicas_identical(agent) -> None:
-  """Data-parallel invariant: every device holds bit-identical agent parameters."""
-  for leaf in jax.tree.leaves(jax.device_get(agent)):
-    if not np.all(leaf == leaf[:1]):
-      raise RuntimeError("agent parameters differ between devices: the data-parallel "
-                         "update lost synchronisation")
-
-
 def _fmt_time(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   h, rem = divmod(seconds, 3600)
@@ -106,7 +100,35 @@ def _fmt_time(seconds: float) -> str:
 def _eval_keys(cfg: TrainConfig, env_steps: int) -> jax.Array:
   # Evaluation draws its own keys, so evaluating never changes the training stream.
   base = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0x0E7A1)
-  return jax.random.split(jax.random.fold_in(base, env_steps), cfg.num_seeds)
+  return jax.random.split(jax.random.fold_in(base, env_steps), cfg.num_agents)
+
+
+def _agents_text(cfg: TrainConfig) -> str:
+  text = f"{cfg.num_seeds} seed(s)"
+  if cfg.sweep_values:
+    text += f" x {len(cfg.sweep_values)} {cfg.sweep_name} values"
+  return text
+
+
+def _groups(cfg: TrainConfig) -> list[tuple[str, list[int]]]:
+  """(label, agent indices) per sweep value, or one group of every agent."""
+  if not cfg.sweep_values:
+    return [("", list(range(cfg.num_agents)))]
+  n = cfg.num_seeds
+  return [(f"{cfg.sweep_name}={v:g}", list(range(i * n, (i + 1) * n)))
+          for i, v in enumerate(cfg.sweep_values)]
+
+
+def _per_agent_text(cfg: TrainConfig, values: list) -> str:
+  """Eval returns per agent (<= 8 agents), or per sweep value (mean over its seeds)."""
+  fmt = lambda vs: ", ".join(f"{v:.0f}" for v in vs if v is not None)
+  if not cfg.sweep_values:
+    return fmt(values) if len(values) <= 8 else ""
+  means = []
+  for label, agents in _groups(cfg):
+    finite = [values[a] for a in agents if values[a] is not None]
+    means.append(f"{label}: {np.mean(finite):.0f}" if finite else f"{label}: nan")
+  return " | ".join(means)
 
 
 def _crossed(prev: int, now: int, every: int) -> bool:
@@ -116,12 +138,16 @@ def _crossed(prev: int, now: int, every: int) -> bool:
 class _Logger:
   """metrics.jsonl + TensorBoard; only rows up to the restored step survive a resume."""
 
-  def __init__(self, run_dir: str, keep_up_to: Optional[int]):
+  def __init__(self, run_dir: str, keep_up_to: Optional[int], write_files: bool = True):
     self.path = os.path.join(run_dir, "metrics.jsonl")
     self.rows = []
+    self.write_files = write_files
+    self.tb = None
     if keep_up_to is not None and os.path.exists(self.path):
       with open(self.path) as f:
         self.rows = [r for r in map(json.loads, f) if r["env_steps"] <= keep_up_to]
+    if not write_files:  # not the main process: keep rows in memory only
+      return
     with open(self.path, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in self.rows)
     try:
@@ -132,6 +158,8 @@ class _Logger:
 
   def write(self, row: dict) -> None:
     self.rows.append(row)
+    if not self.write_files:
+      return
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
     if self.tb is not None:
@@ -162,8 +190,12 @@ def _to_row(metrics: dict) -> dict:
   return row
 
 
-def plot_learning_curve(rows: list, path: str, title: str) -> bool:
-  """Eval return (each seed and the mean) and training return vs env steps."""
+def plot_learning_curve(rows: list, path: str, title: str,
+                        groups: Optional[list] = None) -> bool:
+  """Eval return (each agent, and the mean of each group) and training return vs env steps.
+
+  ``groups``: (label, agent indices) pairs, e.g. one per sweep value; default: one group.
+  """
   try:
     import matplotlib  # pylint: disable=import-outside-toplevel
     matplotlib.use("Agg")
@@ -175,13 +207,17 @@ def plot_learning_curve(rows: list, path: str, title: str) -> bool:
   if evals:
     steps = [r["env_steps"] for r in evals]
     per_seed = np.array([[np.nan if v is None else v for v in r["eval_return"]] for r in evals])
-    for i in range(per_seed.shape[1]):
-      ax.plot(steps, per_seed[:, i], color="C0", alpha=0.3, lw=1)
-    ax.plot(steps, np.nanmean(per_seed, axis=1), color="C0", lw=2, label="eval return (mean)")
+    groups = groups or [("", list(range(per_seed.shape[1])))]
+    for g, (label, agents) in enumerate(groups):
+      color = f"C{g}" if len(groups) > 1 else "C0"
+      for i in agents:
+        ax.plot(steps, per_seed[:, i], color=color, alpha=0.3, lw=1)
+      ax.plot(steps, np.nanmean(per_seed[:, agents], axis=1), color=color, lw=2,
+              label=f"eval return {label} (mean)".replace("  ", " "))
   train = [r for r in rows if r.get("train_return_mean") is not None]
   if train:
     ax.plot([r["env_steps"] for r in train], [r["train_return_mean"] for r in train],
-            color="C1", lw=1, label="training episode return")
+            color="gray", lw=1, label="training episode return (all agents)")
   ax.set_xlabel("env steps")
   ax.set_ylabel("return")
   ax.set_title(title)
@@ -201,11 +237,11 @@ def train(cfg: TrainConfig, opts: RunOptions,
   NonFiniteError if a loss becomes non-finite (the last good checkpoint is kept).
   """
   cfg.validate()
-  num_devices = opts.num_devices or jax.local_device_count()
-  if not 1 <= num_devices <= jax.local_device_count():
-    raise ValueError(f"--num_devices ({num_devices}) must be between 1 and the "
-                     f"{jax.local_device_count()} local devices")
+  layout = DeviceLayout.create(opts.num_devices)
+  num_devices = layout.num_devices
   check_divisible(cfg, num_devices)
+  if not layout.is_main_process:  # one voice: the main process logs and writes files
+    log = lambda message: None
   run_dir = os.path.abspath(opts.run_dir)
   config_path = os.path.join(run_dir, "config.json")
   ckpt_dir = os.path.join(run_dir, "checkpoints")
@@ -220,52 +256,57 @@ def train(cfg: TrainConfig, opts: RunOptions,
   elif os.path.exists(ckpt_dir) and os.listdir(ckpt_dir):
     raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue it "
                      "or choose another --run_dir")
-  os.makedirs(run_dir, exist_ok=True)
-  with open(config_path, "w") as f:
-    json.dump(cfg.to_dict(), f, indent=2)
+  if layout.is_main_process:
+    os.makedirs(run_dir, exist_ok=True)
+    with open(config_path, "w") as f:
+      json.dump(cfg.to_dict(), f, indent=2)
 
-  parallel = num_devices > 1
-  trainer = make_trainer(cfg, num_devices, "devices" if parallel else None)
+  # One copy of every seed's state per device (pmap over devices, vmap over seeds):
+  # agents replicated, envs and replay split. pmap keeps the per-device program plain
+  # and its collectives (qsm_update's pmean) explicit; see qsm_jax/parallel.py.
+  trainer = make_trainer(cfg, num_devices, layout.axis_name)
   checkpointer = Checkpointer(ckpt_dir, opts.max_to_keep, opts.checkpoint_replay)
-  if parallel:
-    # One copy of every seed's state per device (pmap over devices, vmap over seeds):
-    # agents replicated, envs and replay split. pmap keeps the per-device program plain
-    # and its collectives (qsm_update's pmean) explicit.
-    devices = jax.local_devices()[:num_devices]
-    mapped = lambda f, **kw: jax.pmap(jax.vmap(f), axis_name="devices", devices=devices, **kw)
-    replicate = lambda x: np.broadcast_to(np.asarray(x), (num_devices, *np.shape(x)))
-    first = lambda tree: jax.tree.map(lambda x: x[0], tree)
-  else:
-    mapped = lambda f, **kw: jax.jit(jax.vmap(f), **kw)
-    replicate = first = lambda x: x
+  mapped, replicate, first = layout.map, layout.replicate, layout.first
   init_mapped = mapped(trainer.init)
-  init_fn = lambda keys: init_mapped(replicate(keys))
+  init_fn = lambda keys, hparams: init_mapped(replicate(keys), replicate(hparams))
   warmup_fn = mapped(trainer.warmup)
   chunk_fn = mapped(trainer.train_chunk, donate_argnums=0)
   eval_agents = mapped(trainer.evaluate)
   eval_fn = lambda agent, keys: first(eval_agents(agent, replicate(keys)))
 
   log(f"qsm_jax | env {cfg.env} ({trainer.backend} backend) obs {trainer.obs_dim} "
-      f"act {trainer.act_dim} | {cfg.num_seeds} seed(s) x {cfg.num_envs} envs | "
+      f"act {trainer.act_dim} | {_agents_text(cfg)} x {cfg.num_envs} envs | "
       f"{cfg.updates_per_iteration} updates per vectorised step | "
-      f"{num_devices} x {jax.devices()[0].platform} device(s)")
+      f"{num_devices} x {jax.devices()[0].platform} device(s)"
+      + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""))
   t0 = time.time()
-  ts = init_fn(jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds))
+  # Agent i: seed stream cfg.seed_index(i) (the same streams for every sweep value) and
+  # its own hyperparameters.
+  seed_keys = jax.random.split(jax.random.PRNGKey(cfg.seed), cfg.num_seeds)
+  agent_keys = np.stack([seed_keys[cfg.seed_index(i)] for i in range(cfg.num_agents)])
+  agent_hparams = jax.tree.map(lambda *v: np.asarray(v, np.float32),
+                               *[cfg.agent_hparams(i) for i in range(cfg.num_agents)])
+  ts = init_fn(agent_keys, agent_hparams)
   start_step = None
   if opts.resume and checkpointer.latest_step() is not None:
     saved_devices = checkpointer.read_meta().get("num_devices", 1)
     if saved_devices != num_devices:
       raise ValueError(f"the checkpoint was written by a run on {saved_devices} device(s); "
                        f"resume it with --num_devices={saved_devices}")
-    ts, meta, had_replay = checkpointer.restore(jax.device_get(ts) if parallel else ts)
+    restored, meta, had_replay = checkpointer.restore(layout.checkpoint_template(ts))
     start_step = int(meta["env_steps"])
     log(f"resumed from {ckpt_dir} at env step {start_step}"
         + ("" if had_replay else " (replay buffer not saved: refilling it with random actions)"))
-    if not had_replay:  # restore kept the template's empty buffer: refill it
+    if had_replay:
+      ts = layout.from_checkpoint(restored)
+    else:  # keep the fresh, empty buffer and refill it
+      ts = layout.from_checkpoint(restored.replace(replay=None)).replace(
+          replay=layout.host(ts.replay))
       ts = warmup_fn(ts).replace(env_steps=ts.env_steps)
   elif opts.resume:
     log(f"no checkpoint in {ckpt_dir}: starting from scratch")
-  logger = _Logger(run_dir, keep_up_to=start_step if start_step is not None else -1)
+  logger = _Logger(run_dir, keep_up_to=start_step if start_step is not None else -1,
+                   write_files=layout.is_main_process)
   mem = memory_report(ts)
   log("memory: " + ", ".join(f"{k[:-6]} {v / 2**20:.1f} MiB" for k, v in mem.items()))
   if start_step is None:
@@ -273,13 +314,20 @@ def train(cfg: TrainConfig, opts: RunOptions,
     log(f"warm-up: {cfg.warmup_iterations * cfg.num_envs} random-action env steps per seed "
         f"({time.time() - t0:.1f}s incl. compile)")
 
-  t_compile = time.time()
-  compiled_chunk = chunk_fn.lower(ts).compile()
-  compile_s = time.time() - t_compile
-  log(f"compiled the training chunk ({cfg.iterations_per_chunk} vectorised steps, "
-      f"{cfg.iterations_per_chunk * cfg.updates_per_iteration} updates) in {compile_s:.1f}s")
+  chunk_size = (f"{cfg.iterations_per_chunk} vectorised steps, "
+                f"{cfg.iterations_per_chunk * cfg.updates_per_iteration} updates")
+  if jax.process_count() > 1:
+    # pmap's ahead-of-time executable expects global shapes once several processes take
+    # part; the ordinary call path compiles on the first chunk instead.
+    compiled_chunk, compile_s = chunk_fn, 0.0
+    log(f"the training chunk ({chunk_size}) compiles during the first chunk")
+  else:
+    t_compile = time.time()
+    compiled_chunk = chunk_fn.lower(ts).compile()
+    compile_s = time.time() - t_compile
+    log(f"compiled the training chunk ({chunk_size}) in {compile_s:.1f}s")
 
-  env_steps = int(np.asarray(ts.env_steps).reshape(-1)[0])
+  env_steps = int(np.asarray(first(ts.env_steps)).reshape(-1)[0])
   first_chunk = (env_steps - cfg.warmup_iterations * cfg.num_envs) // cfg.chunk_env_steps
   train_s = 0.0
   chunk_times = []
@@ -291,7 +339,7 @@ def train(cfg: TrainConfig, opts: RunOptions,
       dt = time.time() - t_chunk
       train_s += dt
       chunk_times.append(dt)
-      prev_steps, env_steps = env_steps, int(np.asarray(ts.env_steps).reshape(-1)[0])
+      prev_steps, env_steps = env_steps, int(np.asarray(first(ts.env_steps)).reshape(-1)[0])
       bad = [k for k in LOSS_KEYS if not np.all(np.isfinite(metrics[k]))]
       if bad:
         last = checkpointer.latest_step()
@@ -304,16 +352,16 @@ def train(cfg: TrainConfig, opts: RunOptions,
         metrics.update(jax.device_get(eval_fn(ts.agent, _eval_keys(cfg, env_steps))))
       row = {"env_steps": env_steps, "wall_s": round(time.time() - t0, 3),
              "chunk_s": round(dt, 4),
-             "env_steps_per_s": cfg.chunk_env_steps * cfg.num_seeds / dt,
+             "env_steps_per_s": cfg.chunk_env_steps * cfg.num_agents / dt,
              "updates_per_s": cfg.iterations_per_chunk * cfg.updates_per_iteration
-                              * cfg.num_seeds / dt}
+                              * cfg.num_agents / dt}
       row.update(_to_row(metrics))
       logger.write(row)
       eta = np.mean(chunk_times[-10:]) * (cfg.num_chunks - chunk - 1)
       evals = [r["eval_return_mean"] for r in logger.rows if r.get("eval_return_mean") is not None]
       per_seed = ""
-      if row.get("eval_return") and 1 < cfg.num_seeds <= 8:
-        per_seed = " [" + ", ".join(f"{v:.0f}" for v in row["eval_return"] if v is not None) + "]"
+      if row.get("eval_return") and 1 < cfg.num_agents:
+        per_seed = " [" + _per_agent_text(cfg, row["eval_return"]) + "]"
       log(f"step {env_steps:>9,}/{cfg.total_steps:,} ({100 * env_steps / cfg.total_steps:3.0f}%) | "
           f"{row['env_steps_per_s']:8,.0f} env-steps/s {row['updates_per_s']:7,.0f} updates/s | "
           f"eval {evals[-1] if evals else float('nan'):8.1f}{per_seed} | "
@@ -321,17 +369,18 @@ def train(cfg: TrainConfig, opts: RunOptions,
           f"critic {row['critic_loss_mean']:.3g} actor {row['actor_loss_mean']:.3g} "
           f"sat {row['action_saturation_mean']:.2f} | ETA {_fmt_time(eta)}")
       if _crossed(prev_steps, env_steps, opts.checkpoint_every) or last_chunk:
-        if parallel:
-          assert_replicas_identical(ts.agent)
-        checkpointer.save(env_steps, jax.device_get(ts) if parallel else ts,
+        layout.assert_replicas_identical(ts.agent)
+        checkpointer.save(env_steps, layout.to_checkpoint(ts),
                           {"env_steps": env_steps, "config": cfg.to_dict(),
-                           "num_devices": num_devices})
+                           "num_devices": num_devices, "num_processes": jax.process_count(),
+                           "obs_dim": trainer.obs_dim, "act_dim": trainer.act_dim})
   finally:
     logger.close()
     checkpointer.close()
-  if opts.write_plot and logger.rows:
+  if opts.write_plot and logger.rows and layout.is_main_process:
     png = os.path.join(run_dir, "learning_curve.png")
-    if plot_learning_curve(logger.rows, png, f"QSM on {cfg.env} ({cfg.num_seeds} seed(s))"):
+    if plot_learning_curve(logger.rows, png, f"QSM on {cfg.env} ({_agents_text(cfg)})",
+                           _groups(cfg)):
       log(f"wrote {png}")
     else:
       log("matplotlib is not installed: no learning_curve.png (pip install -e '.[plot]')")

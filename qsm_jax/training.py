@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from qsm_jax.config import QSMConfig, QSMHyperparams
-from qsm_jax.envs import check_env, make_env
+from qsm_jax.envs import check_env, make_env, normalise_env_state
+from qsm_jax.evaluation import run_episodes
 from qsm_jax.policy import sample_actions
 from qsm_jax.replay import ReplayState, replay_add, replay_init, replay_sample
 from qsm_jax.state import QSMState, init_state
@@ -40,7 +41,11 @@ class TrainConfig:
     log_every: env steps per chunk: the host sees the run (logs, evals, checkpoints)
       only between chunks.
     eval_every: env steps between evaluations (at the next chunk boundary).
-    seed, num_seeds: seeds seed .. are trained together, vmapped, as independent agents.
+    seed, num_seeds: num_seeds agents, keys split from PRNGKey(seed), are trained
+      together, vmapped, as independent agents.
+    sweep_name, sweep_values: a sweep over one numeric hyperparameter (a field of
+      QSMHyperparams, e.g. "M_q"): every value is trained with each of the num_seeds
+      seeds, all agents in one program (the value is a leaf, so nothing recompiles).
     qsm: static QSM configuration; hparams: numeric QSM hyperparameters.
   """
   env: str = "inverted_pendulum"
@@ -59,6 +64,8 @@ class TrainConfig:
   eval_every: int = 10_000
   seed: int = 0
   num_seeds: int = 1
+  sweep_name: Optional[str] = None
+  sweep_values: tuple = ()
   qsm: QSMConfig = QSMConfig()
   hparams: QSMHyperparams = QSMHyperparams()
 
@@ -78,6 +85,28 @@ class TrainConfig:
   @property
   def warmup_iterations(self) -> int:
     return math.ceil(self.warmup_steps / self.num_envs)
+
+  @property
+  def num_agents(self) -> int:
+    """Agents trained together: num_seeds, times the number of sweep values."""
+    return self.num_seeds * max(1, len(self.sweep_values))
+
+  def seed_index(self, agent: int) -> int:
+    """Which of the num_seeds seed streams an agent uses (they repeat for every sweep
+    value, value-major): its key is ``split(PRNGKey(seed), num_seeds)[seed_index]``."""
+    return agent % self.num_seeds
+
+  def agent_hparams(self, agent: int) -> QSMHyperparams:
+    if not self.sweep_values:
+      return self.hparams
+    value = self.sweep_values[agent // self.num_seeds]
+    return self.hparams.replace(**{self.sweep_name: float(value)})
+
+  def agent_label(self, agent: int) -> str:
+    label = f"seed #{self.seed_index(agent)}"
+    if self.sweep_values:
+      label = f"{self.sweep_name}={self.sweep_values[agent // self.num_seeds]:g} " + label
+    return label
 
   @property
   def replay_capacity(self) -> int:
@@ -115,11 +144,21 @@ class TrainConfig:
     if self.reward_scale <= 0:
       raise ValueError(f"--reward_scale must be positive, got {self.reward_scale}")
     self.hparams.validate()
+    if self.sweep_name is not None or self.sweep_values:
+      names = [f.name for f in dataclasses.fields(QSMHyperparams)]
+      if self.sweep_name not in names:
+        raise ValueError(f"--sweep: {self.sweep_name!r} is not a numeric hyperparameter; "
+                         f"sweepable: {', '.join(names)}")
+      if not self.sweep_values:
+        raise ValueError(f"--sweep: no values given for {self.sweep_name}")
+      for agent in range(0, self.num_agents, self.num_seeds):
+        self.agent_hparams(agent).validate()
     return self
 
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)
     d["qsm"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["qsm"].items()}
+    d["sweep_values"] = [float(v) for v in self.sweep_values]
     d["hparams"] = {f.name: float(getattr(self.hparams, f.name))
                     for f in dataclasses.fields(self.hparams)}
     return d
@@ -129,6 +168,7 @@ class TrainConfig:
     try:
       d = dict(d)
       qsm = {k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("qsm").items()}
+      d["sweep_values"] = tuple(float(v) for v in d.get("sweep_values", ()))
       return cls(qsm=QSMConfig(**qsm), hparams=QSMHyperparams(**d.pop("hparams")), **d)
     except (KeyError, TypeError) as e:
       raise ValueError(f"saved config does not match this version of qsm_jax: {e}") from e
@@ -150,7 +190,7 @@ class Trainer(NamedTuple):
   backend: str
   obs_dim: int
   act_dim: int
-  init: Callable[[jax.Array], TrainState]
+  init: Callable[[jax.Array, Optional[QSMHyperparams]], TrainState]
   warmup: Callable[[TrainState], TrainState]
   train_chunk: Callable[[TrainState], tuple[TrainState, dict]]
   evaluate: Callable[[QSMState, jax.Array], dict]
@@ -162,13 +202,6 @@ def _transition(env_state, next_state, actions, reward_scale) -> Batch:
   return Batch(obs=env_state.obs, action=actions, reward=next_state.reward * reward_scale,
                next_obs=next_state.info["next_obs"],
                mask=1.0 - done * (1.0 - truncated))  # 0 only at true terminals
-
-
-def _normalise_env_state(state):
-  # Brax's step returns some float fields (done, truncation, ...) weak-typed while reset
-  # returns them strong. Making every leaf strong keeps one type for the scan carry, so a
-  # state restored from a checkpoint runs through the very same compiled program.
-  return jax.tree.map(lambda x: jnp.asarray(x, x.dtype), state)
 
 
 def check_divisible(cfg: TrainConfig, num_devices: int) -> None:
@@ -211,11 +244,12 @@ def make_trainer(cfg: TrainConfig, num_devices: int = 1,
     return jax.lax.psum(x, axis_name) if axis_name else x
 
   def env_reset(key):
-    return _normalise_env_state(env.reset(jax.random.split(key, n)))
+    return normalise_env_state(env.reset(jax.random.split(key, n)))
 
-  def init(key: jax.Array) -> TrainState:
+  def init(key: jax.Array, hparams: Optional[QSMHyperparams] = None) -> TrainState:
     agent_key, env_key, loop_key = jax.random.split(key, 3)
-    agent = init_state(agent_key, obs_dim, act_dim, cfg.qsm, cfg.hparams)
+    agent = init_state(agent_key, obs_dim, act_dim, cfg.qsm,
+                       cfg.hparams if hparams is None else hparams)
     env_state = env_reset(device_key(env_key))
     example = Batch(obs=jnp.zeros(obs_dim), action=jnp.zeros(act_dim), reward=jnp.zeros(()),
                     next_obs=jnp.zeros(obs_dim), mask=jnp.zeros(()))
@@ -225,7 +259,7 @@ def make_trainer(cfg: TrainConfig, num_devices: int = 1,
                       env_steps=jnp.zeros((), jnp.int32))
 
   def step_envs(ts: TrainState, actions: jax.Array):
-    next_state = _normalise_env_state(env.step(ts.env_state, actions))
+    next_state = normalise_env_state(env.step(ts.env_state, actions))
     replay = replay_add(ts.replay, _transition(ts.env_state, next_state, actions,
                                                cfg.reward_scale))
     return (ts.replace(env_state=next_state, replay=replay, env_steps=ts.env_steps + cfg.num_envs),
@@ -270,23 +304,10 @@ def make_trainer(cfg: TrainConfig, num_devices: int = 1,
 
   def evaluate(agent: QSMState, key: jax.Array) -> dict:
     reset_key, act_key = jax.random.split(key)
-    reset_key, act_key = device_key(reset_key), device_key(act_key)
-    state = eval_env.reset(jax.random.split(reset_key, num_eval))
-    state = _normalise_env_state(state)
-    steps = math.ceil(cfg.episode_length / cfg.action_repeat)
-
-    def body(carry, k):
-      state, ret, length, alive = carry
-      actions = sample_actions(agent, state.obs, k, explore=False)
-      state = _normalise_env_state(eval_env.step(state, actions))
-      ret = ret + alive * state.reward
-      length = length + alive * cfg.action_repeat
-      alive = alive * (1.0 - state.done)
-      return (state, ret, length, alive), None
-
-    zeros = jnp.zeros(num_eval)
-    (_, ret, length, _), _ = jax.lax.scan(body, (state, zeros, zeros, zeros + 1.0),
-                                          jax.random.split(act_key, steps))
+    act = lambda obs, k: sample_actions(agent, obs, k, explore=False)
+    episodes = run_episodes(eval_env, act, device_key(reset_key), device_key(act_key), num_eval,
+                            cfg.episode_length, cfg.action_repeat)
+    ret, length = episodes["returns"], episodes["lengths"]
     if axis_name:  # every device's episodes
       ret = jax.lax.all_gather(ret, axis_name).reshape(-1)
       length = jax.lax.all_gather(length, axis_name).reshape(-1)

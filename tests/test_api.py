@@ -21,8 +21,8 @@ def _leaves_differ(a, b):
 
 def test_readme_example_runs():
   text = (ROOT / "README.md").read_text()
-  blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-  assert blocks, "README.md must hold a python example"
+  blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "qsm_update(" in b]
+  assert blocks, "README.md must hold a python example of qsm_update"
   namespace = {}
   exec(compile(blocks[0], "README.md", "exec"), namespace)  # pylint: disable=exec-used
   assert np.isfinite(float(namespace["metrics"]["critic_loss"]))
@@ -110,7 +110,8 @@ def test_compiles_once_across_calls_and_hyperparameter_values():
   before = q.qsm_update._cache_size()  # pylint: disable=protected-access
   for i in range(3):
     state = state.replace(hparams=state.hparams.replace(M_q=jnp.float32(1.0 + i)))
-    state, _ = q.qsm_update(state, random_batch(jax.random.PRNGKey(i), 16, 3, 2),
+    # Batch 13: a shape no other test uses, so the first call here must compile once.
+    state, _ = q.qsm_update(state, random_batch(jax.random.PRNGKey(i), 13, 3, 2),
                             jax.random.PRNGKey(i))
   assert q.qsm_update._cache_size() == before + 1  # pylint: disable=protected-access
 

@@ -2,8 +2,12 @@
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
+
+import jax
+import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -45,9 +49,7 @@ def test_four_device_run_keeps_replicas_identical_and_checks_shapes(tmp_path):
   script = (
       "import json, sys, jax, numpy as np\n"
       "from qsm_jax.checkpoint import Checkpointer\n"
-      "import orbax.checkpoint as ocp\n"
-      f"m = ocp.CheckpointManager({str(tmp_path / 'run' / 'checkpoints')!r})\n"
-      "state = m.restore(200, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']\n"
+      f"state, _ = Checkpointer({str(tmp_path / 'run' / 'checkpoints')!r}).restore_arrays(200)\n"
       "agent = state['agent']\n"
       "leaves = jax.tree.leaves(agent)\n"
       "print(json.dumps({'devices': int(leaves[0].shape[0]), 'identical': all(bool(np.all(x == x[:1])) for x in leaves),\n"
@@ -57,10 +59,26 @@ def test_four_device_run_keeps_replicas_identical_and_checks_shapes(tmp_path):
   assert check.returncode == 0, check.stderr[-3000:]
   out = json.loads(check.stdout.strip().splitlines()[-1])
   assert out == {"devices": 4, "identical": True, "envs_differ": True}
+  # This process has one device: the 4-device run's policy loads and acts here.
+  from qsm_jax import load_policy  # pylint: disable=import-outside-toplevel
+  from qsm_jax.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
+  policy = load_policy(str(tmp_path / "run"))
+  raw, _ = Checkpointer(str(tmp_path / "run" / "checkpoints")).restore_arrays()
+  kernel = raw["agent"]["actor_params"]["params"]["MLP_1"]["Dense_0"]["kernel"]
+  assert kernel.shape[:2] == (4, 1)  # (devices, seeds, ...)
+  np.testing.assert_array_equal(
+      np.asarray(policy.agent.actor_params["params"]["MLP_1"]["Dense_0"]["kernel"]), kernel[3, 0])
+  actions = np.asarray(policy(np.zeros((3, 4), np.float32), jax.random.PRNGKey(0)))
+  assert actions.shape == (3, 1) and np.all(np.abs(actions) <= 1)
   moved = run_on_devices(4, f"--resume={tmp_path / 'run'}", "--num_devices=2",
                          "--total_steps=240")
   assert moved.returncode == 1
   assert "written by a run on 4 device(s); resume it with --num_devices=4" in moved.stderr
+  resumed = run_on_devices(4, f"--resume={tmp_path / 'run'}", "--total_steps=240")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed from" in resumed.stdout and "at env step 200" in resumed.stdout
+  rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(r)["env_steps"] for r in rows][-2:] == [200, 240]
 
 
 def test_two_device_run_learns_inverted_pendulum(tmp_path):
@@ -75,3 +93,43 @@ def test_two_device_run_learns_inverted_pendulum(tmp_path):
   evals = [r["eval_return_mean"] for r in rows]
   print("2-device inverted_pendulum eval returns:", evals)
   assert max(evals[-2:]) > 40  # measured 67 / 55 (single device: 69 / 101); untrained ~15
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_together_like_two_local_devices(tmp_path):
+  """jax.distributed on localhost (gloo CPU collectives): 2 processes x 1 device."""
+  flags = [*TINY_FLAGS, "--total_steps=120", "--checkpoint_every=0"]
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device each
+  port = free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, str(ROOT / "experiments" / "run.py"), *flags,
+       f"--run_dir={tmp_path / 'two_processes'}", f"--coordinator_address=localhost:{port}",
+       "--num_processes=2", f"--process_id={i}"],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+           for i in range(2)]
+  outs = [p.communicate(timeout=900) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert "2 x cpu device(s) in 2 processes" in outs[0][0]
+  assert "step       120/120" in outs[0][0] and "step " not in outs[1][0]  # one voice
+  rows = (tmp_path / "two_processes" / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(r)["env_steps"] for r in rows] == [80, 120]  # written once
+
+  local = run_on_devices(2, *flags, f"--run_dir={tmp_path / 'two_devices'}")
+  assert local.returncode == 0, local.stderr[-3000:]
+  from qsm_jax.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
+  restore = lambda name: Checkpointer(str(tmp_path / name / "checkpoints")).restore_arrays(120)
+  (multi, meta), (single, _) = restore("two_processes"), restore("two_devices")
+  assert meta["num_devices"] == 2 and meta["num_processes"] == 2
+  for a, b in zip(jax.tree.leaves(multi["agent"]), jax.tree.leaves(single["agent"])):
+    np.testing.assert_array_equal(a[0], a[1])  # both processes hold the same agent
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # same algorithm as 2 local devices
+  # Each process stepped its own envs (distinct device keys), as the 2 local devices did.
+  obs = multi["env_state"]["obs"]
+  assert not np.allclose(obs[0], obs[1])
+  np.testing.assert_allclose(obs, single["env_state"]["obs"], rtol=1e-5, atol=1e-5)

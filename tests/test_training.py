@@ -1,5 +1,6 @@
 """The on-device loop: env wrappers, transitions, no recompiles, and learning."""
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +28,9 @@ TINY_LOOP = TrainConfig(
     (dict(warmup_steps=2), "--warmup_steps (2) must be at least --num_envs"),
     (dict(warmup_steps=500), "must be below --total_steps"),
     (dict(hparams=QSMHyperparams(gamma=2.0)), "gamma=2.0 is out of range"),
+    (dict(sweep_name="Mq", sweep_values=(1.0,)), "'Mq' is not a numeric hyperparameter"),
+    (dict(sweep_name="M_q"), "--sweep: no values given for M_q"),
+    (dict(sweep_name="gamma", sweep_values=(0.9, 1.5)), "gamma=1.5 is out of range"),
 ])
 def test_invalid_settings_fail_early_with_a_reason(change, message):
   with pytest.raises(ValueError) as err:
@@ -96,8 +100,34 @@ def test_short_run_learns_inverted_pendulum(tmp_path):
 
 
 def test_config_json_round_trip_and_foreign_config():
-  cfg = dataclasses.replace(TINY_LOOP, hparams=QSMHyperparams(M_q=7.5), num_seeds=3)
-  assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+  cfg = dataclasses.replace(TINY_LOOP, hparams=QSMHyperparams(M_q=7.5), num_seeds=3,
+                            sweep_name="tau", sweep_values=(0.01, 0.5))
+  assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
   foreign = {**cfg.to_dict(), "learning_rate": 1e-3}
   with pytest.raises(ValueError, match="does not match this version"):
     TrainConfig.from_dict(foreign)
+
+
+def test_sweep_agent_is_the_run_with_that_value(tmp_path):
+  """A 2-value x 2-seed sweep is one program of 4 agents; agent (M_q=5, seed #1) is the
+  same agent as seed #1 of a plain 2-seed run with M_q=5."""
+  from qsm_jax.runner import RunOptions, train  # pylint: disable=import-outside-toplevel
+  quiet = dict(log=lambda s: None)
+  opts = lambda name: RunOptions(run_dir=str(tmp_path / name), checkpoint_every=0,
+                                 write_plot=False)
+  sweep = dataclasses.replace(TINY_LOOP, total_steps=120, num_seeds=2, sweep_name="M_q",
+                              sweep_values=(1.0, 5.0))
+  assert sweep.num_agents == 4
+  assert [sweep.agent_label(i) for i in range(4)] == [
+      "M_q=1 seed #0", "M_q=1 seed #1", "M_q=5 seed #0", "M_q=5 seed #1"]
+  swept = train(sweep, opts("sweep"), **quiet)
+  np.testing.assert_array_equal(swept.train_state.agent.hparams.M_q, [1, 1, 5, 5])
+  assert len(swept.rows[-1]["eval_return"]) == 4
+  plain = train(dataclasses.replace(TINY_LOOP, total_steps=120, num_seeds=2,
+                                    hparams=QSMHyperparams(M_q=5.0)), opts("plain"), **quiet)
+  leaves = lambda ts, i: [x[i] for x in jax.tree.leaves(ts.agent.actor_params)]
+  for a, b in zip(leaves(swept.train_state, 3), leaves(plain.train_state, 1)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  # ... and the other value really trained another agent from the same seed.
+  assert any(not np.allclose(a, b, atol=1e-4) for a, b in
+             zip(leaves(swept.train_state, 1), leaves(swept.train_state, 3)))
