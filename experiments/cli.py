@@ -1,4 +1,4 @@
-"""What the experiment scripts share: how they fail."""
+"""What the experiment scripts share: one-line errors, and how evaluate.py and render.py load a policy."""
 import os
 import sys
 
@@ -10,3 +10,38 @@ def fail(message) -> None:
   # os._exit: after a failed checkpoint restore, orbax's background threads print
   # tracebacks while the interpreter shuts down; there is nothing else to clean up.
   os._exit(1)  # pylint: disable=protected-access
+
+
+def define_policy_flags(flags) -> None:
+  """The flags evaluate.py and render.py share: which checkpoint, which env, how to act."""
+  flags.DEFINE_string("run_dir", None, "Run folder, or one checkpoints/<step> folder of it.")
+  flags.DEFINE_integer("step", None, "Env step of the checkpoint (default: the latest).")
+  flags.DEFINE_string("env", None, "Another Brax env with the same obs/action sizes "
+                      "(default: the run's env).")
+  flags.DEFINE_string("backend", None, "Brax backend (default: the run's).")
+  flags.DEFINE_integer("episode_length", None, "Episode time limit (default: the run's).")
+  flags.DEFINE_bool("explore", False, "Add the run's exploration noise to the actions.")
+  flags.DEFINE_float("temperature", None, "Sampler noise scale (default: the run's; 0: "
+                     "deterministic sampler).")
+  flags.mark_flag_as_required("run_dir")
+
+
+def load_for_rollouts(flag_values, agent):
+  """(run, agent indices, their QSMStates, (env, env name, backend, episode length)).
+
+  ``agent``: one index, or None for every agent of the run. Any bad input ends the
+  process with a one-line error.
+  """
+  from qsm_jax.evaluation import make_eval_env  # pylint: disable=import-outside-toplevel
+  from qsm_jax.loading import load_run  # pylint: disable=import-outside-toplevel
+  try:
+    if flag_values.temperature is not None and flag_values.temperature < 0:
+      raise ValueError(f"--temperature must be >= 0, got {flag_values.temperature}")
+    run = load_run(flag_values.run_dir, flag_values.step)
+    indices = list(range(run.config.num_agents)) if agent is None else [agent]
+    agents = [run.agent(i) for i in indices]
+    env = make_eval_env(run.config, agents[0].obs_dim, agents[0].act_dim, flag_values.env,
+                        flag_values.backend, flag_values.episode_length)
+  except ValueError as e:
+    fail(e)
+  return run, indices, agents, env

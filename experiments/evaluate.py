@@ -14,26 +14,17 @@ import sys
 
 from absl import app, flags
 
-from cli import fail  # experiments/cli.py
+from cli import define_policy_flags, fail, load_for_rollouts  # experiments/cli.py
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", None, "Run folder, or one checkpoints/<step> folder of it.")
-flags.DEFINE_integer("step", None, "Env step of the checkpoint (default: the latest).")
+define_policy_flags(flags)
 flags.DEFINE_integer("episodes", 16, "Evaluation episodes per agent.")
 flags.DEFINE_integer("seed", 0, "Seed of the episodes' initial states and sampler noise.")
 flags.DEFINE_integer("agent", None, "Which of the run's agents (seeds x sweep values); "
                      "default: all.")
-flags.DEFINE_string("env", None, "Evaluate on another Brax env with the same obs/action "
-                    "sizes (default: the run's env).")
-flags.DEFINE_string("backend", None, "Brax backend (default: the run's).")
-flags.DEFINE_integer("episode_length", None, "Episode time limit (default: the run's).")
-flags.DEFINE_bool("explore", False, "Add the run's exploration noise to the actions.")
-flags.DEFINE_float("temperature", None, "Sampler noise scale (default: the run's; 0: "
-                   "deterministic sampler).")
 flags.DEFINE_string("out", None, "JSON output (default: <run_dir>/eval_step<N>_seed<S>.json).")
-flags.mark_flag_as_required("run_dir")
 
 
 def main(argv):
@@ -41,22 +32,12 @@ def main(argv):
   from absl import logging  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=import-outside-toplevel
-  from qsm_jax.evaluation import episode_stats, make_eval_env, make_policy_rollout  # pylint: disable=import-outside-toplevel
-  from qsm_jax.loading import load_run  # pylint: disable=import-outside-toplevel
-  try:
-    if FLAGS.episodes < 1:
-      raise ValueError(f"--episodes must be a positive integer, got {FLAGS.episodes}")
-    if FLAGS.temperature is not None and FLAGS.temperature < 0:
-      raise ValueError(f"--temperature must be >= 0, got {FLAGS.temperature}")
-    run = load_run(FLAGS.run_dir, FLAGS.step)
-    cfg = run.config
-    indices = range(cfg.num_agents) if FLAGS.agent is None else [FLAGS.agent]
-    agents = [run.agent(i) for i in indices]
-    env, env_name, backend, episode_length = make_eval_env(
-        cfg, agents[0].obs_dim, agents[0].act_dim, FLAGS.env, FLAGS.backend,
-        FLAGS.episode_length)
-  except ValueError as e:
-    fail(e)
+  from qsm_jax.evaluation import episode_stats, make_policy_rollout  # pylint: disable=import-outside-toplevel
+  if FLAGS.episodes < 1:
+    fail(f"--episodes must be a positive integer, got {FLAGS.episodes}")
+  run, indices, agents, (env, env_name, backend, episode_length) = load_for_rollouts(
+      FLAGS, FLAGS.agent)
+  cfg = run.config
 
   temperature = (float(agents[0].hparams.temperature) if FLAGS.temperature is None
                  else FLAGS.temperature)

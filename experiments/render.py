@@ -15,27 +15,19 @@ import sys
 
 from absl import app, flags
 
-from cli import fail  # experiments/cli.py
+from cli import define_policy_flags, fail, load_for_rollouts  # experiments/cli.py
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 # Headless frame rendering: MuJoCo picks its OpenGL platform when it is first imported.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", None, "Run folder, or one checkpoints/<step> folder of it.")
-flags.DEFINE_integer("step", None, "Env step of the checkpoint (default: the latest).")
+define_policy_flags(flags)
 flags.DEFINE_integer("agent", 0, "Which of the run's agents (seeds x sweep values).")
 flags.DEFINE_integer("seed", 0, "Seed of the initial state and sampler noise.")
-flags.DEFINE_string("env", None, "Another Brax env with the same obs/action sizes.")
-flags.DEFINE_string("backend", None, "Brax backend (default: the run's).")
-flags.DEFINE_integer("episode_length", None, "Steps to roll out (default: the run's "
-                     "episode length); the rollout stops early if the episode ends.")
-flags.DEFINE_bool("explore", False, "Add the run's exploration noise to the actions.")
-flags.DEFINE_float("temperature", None, "Sampler noise scale (default: the run's).")
 flags.DEFINE_string("out", None, "HTML output (default: <run_dir>/rollout_step<N>.html).")
 flags.DEFINE_integer("frames", 6, "Frames in the PNG strip (0: none).")
 flags.DEFINE_integer("height", 480, "Height of the HTML viewer in pixels.")
-flags.mark_flag_as_required("run_dir")
 
 
 def plot_trajectory(q, actions, rewards, path, title):
@@ -77,18 +69,12 @@ def main(argv):
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from brax.io import html  # pylint: disable=import-outside-toplevel
-  from qsm_jax.evaluation import make_eval_env, make_policy_rollout  # pylint: disable=import-outside-toplevel
-  from qsm_jax.loading import load_run  # pylint: disable=import-outside-toplevel
-  try:
-    if FLAGS.frames < 0:
-      raise ValueError(f"--frames must be >= 0, got {FLAGS.frames}")
-    run = load_run(FLAGS.run_dir, FLAGS.step)
-    agent = run.agent(FLAGS.agent)
-    cfg = run.config
-    env, env_name, backend, episode_length = make_eval_env(
-        cfg, agent.obs_dim, agent.act_dim, FLAGS.env, FLAGS.backend, FLAGS.episode_length)
-  except ValueError as e:
-    fail(e)
+  from qsm_jax.evaluation import make_policy_rollout  # pylint: disable=import-outside-toplevel
+  if FLAGS.frames < 0:
+    fail(f"--frames must be >= 0, got {FLAGS.frames}")
+  run, _, (agent,), (env, env_name, backend, episode_length) = load_for_rollouts(
+      FLAGS, FLAGS.agent)
+  cfg = run.config
 
   rollout = make_policy_rollout(env, 1, episode_length, cfg.action_repeat, FLAGS.explore,
                                 FLAGS.temperature, record=True)
