@@ -142,10 +142,7 @@ class DeviceLayout:
 
   def from_checkpoint(self, tree) -> Any:
     """Restored global arrays -> this process's rows, ready for the mapped functions."""
-    if not self.parallel:
-      return tree
-
-    return self.host(tree)
+    return self.host(tree) if self.parallel else tree
 
   def assert_replicas_identical(self, agent) -> None:
     """Data-parallel invariant: every device of every process holds the same agent."""
