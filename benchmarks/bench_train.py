@@ -27,6 +27,7 @@ import common  # pylint: disable=wrong-import-position
 import torch_qsm as tq  # pylint: disable=wrong-import-position
 from bench_update import SIZES  # pylint: disable=wrong-import-position
 
+from qsm_jax.config import QSMHyperparams  # pylint: disable=wrong-import-position
 from qsm_jax.training import TrainConfig, make_trainer  # pylint: disable=wrong-import-position
 
 BATCH = 256
@@ -81,9 +82,7 @@ class TorchLoop:
     obs_dim = self.env.single_observation_space.shape[0]
     act_dim = self.env.single_action_space.shape[0]
     self.agent = tq.TorchQSM(
-        tq.TorchQSMConfig(obs_dim=obs_dim, act_dim=act_dim, T=qsm_cfg.T,
-                          actor_hidden=qsm_cfg.actor_hidden, time_hidden=qsm_cfg.time_hidden,
-                          fourier_size=qsm_cfg.fourier_size, critic_hidden=qsm_cfg.critic_hidden),
+        tq.TorchQSMConfig.from_qsm(obs_dim, act_dim, qsm_cfg, QSMHyperparams()),
         device=self.device, compile=compile_)
     self.threads = threads or torch.get_num_threads()
     self.n, self.updates_per_step = num_envs, int(round(utd * num_envs))

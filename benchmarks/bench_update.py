@@ -137,10 +137,7 @@ def jax_contenders(cfg, batch_size, target_s, scan_len):
 
 def torch_contenders(cfg, batch, target_s, with_compile):
   device = common.torch_device()
-  tcfg = tq.TorchQSMConfig(obs_dim=OBS_DIM, act_dim=ACT_DIM, T=cfg.T,
-                           num_critics=cfg.num_critics, actor_hidden=cfg.actor_hidden,
-                           time_hidden=cfg.time_hidden, fourier_size=cfg.fourier_size,
-                           critic_hidden=cfg.critic_hidden)
+  tcfg = tq.TorchQSMConfig.from_qsm(OBS_DIM, ACT_DIM, cfg, q.QSMHyperparams())
   tbatch = tq.Batch(*(torch.tensor(np.asarray(getattr(batch, f)), device=device)
                       for f in ("obs", "action", "reward", "next_obs", "mask")))
   out = {}

@@ -31,27 +31,41 @@ import torch.nn.functional as F
 
 @dataclasses.dataclass(frozen=True)
 class TorchQSMConfig:
-  """The static sizes and numeric hyperparameters (qsm_jax.QSMConfig + QSMHyperparams)."""
+  """The static sizes and numeric hyperparameters (qsm_jax.QSMConfig + QSMHyperparams).
+
+  No defaults of its own: ``from_qsm`` copies them from qsm_jax's config objects, so the
+  two implementations cannot drift apart.
+  """
   obs_dim: int
   act_dim: int
-  T: int = 5
-  clip_sampler: bool = True
-  num_critics: int = 2
-  actor_hidden: Sequence[int] = (512, 512)
-  time_hidden: Sequence[int] = (128, 128)
-  fourier_size: int = 64
-  critic_hidden: Sequence[int] = (512, 512)
-  adam_b1: float = 0.9
-  adam_b2: float = 0.999
-  adam_eps: float = 1e-8
-  M_q: float = 50.0
-  gamma: float = 0.99
-  tau: float = 0.005
-  actor_lr: float = 3e-4
-  actor_lr_decay_steps: float = 2e6
-  critic_lr: float = 3e-4
-  target_noise: float = 0.1
-  temperature: float = 1.0
+  T: int
+  clip_sampler: bool
+  num_critics: int
+  actor_hidden: Sequence[int]
+  time_hidden: Sequence[int]
+  fourier_size: int
+  critic_hidden: Sequence[int]
+  adam_b1: float
+  adam_b2: float
+  adam_eps: float
+  M_q: float
+  gamma: float
+  tau: float
+  actor_lr: float
+  actor_lr_decay_steps: float
+  critic_lr: float
+  target_noise: float
+  temperature: float
+
+  @classmethod
+  def from_qsm(cls, obs_dim: int, act_dim: int, config, hparams) -> "TorchQSMConfig":
+    """From a ``qsm_jax.QSMConfig`` and ``QSMHyperparams`` (same field names)."""
+    values = {}
+    for field in dataclasses.fields(cls)[2:]:
+      source = config if hasattr(config, field.name) else hparams
+      value = getattr(source, field.name)
+      values[field.name] = value if isinstance(value, (bool, int, tuple)) else float(value)
+    return cls(obs_dim=obs_dim, act_dim=act_dim, **values)
 
 
 def vp_beta_schedule(T: int, b_min: float = 0.1, b_max: float = 10.0) -> np.ndarray:

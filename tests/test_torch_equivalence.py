@@ -47,11 +47,7 @@ def jax_draws(key, batch_size, act_dim, T):
 
 
 def torch_config():
-  hp = {k: float(v) for k, v in vars(HPARAMS).items() if k != "exploration_noise"}
-  fields = {f: getattr(CONFIG, f) for f in ("T", "clip_sampler", "num_critics", "actor_hidden",
-                                            "time_hidden", "fourier_size", "critic_hidden",
-                                            "adam_b1", "adam_b2", "adam_eps")}
-  return tq.TorchQSMConfig(obs_dim=OBS, act_dim=ACT, **fields, **hp)
+  return tq.TorchQSMConfig.from_qsm(OBS, ACT, CONFIG, HPARAMS)
 
 
 def torch_batch(batch):
