@@ -21,13 +21,13 @@ def define_policy_flags(flags) -> None:
   flags.DEFINE_string("backend", None, "Brax backend (default: the run's).")
   flags.DEFINE_integer("episode_length", None, "Episode time limit (default: the run's).")
   flags.DEFINE_bool("explore", False, "Add the run's exploration noise to the actions.")
-  flags.DEFINE_float("temperature", None, "Sampler noise scale (default: the run's; 0: "
-                     "deterministic sampler).")
+  flags.DEFINE_float("temperature", None, "QSM runs: sampler noise scale (default: the "
+                     "run's; 0: deterministic sampler).")
   flags.mark_flag_as_required("run_dir")
 
 
 def load_for_rollouts(flag_values, agent):
-  """(run, agent indices, their QSMStates, (env, env name, backend, episode length)).
+  """(run, agent indices, their states, (env, env name, backend, episode length)).
 
   ``agent``: one index, or None for every agent of the run. Any bad input ends the
   process with a one-line error.
@@ -38,6 +38,9 @@ def load_for_rollouts(flag_values, agent):
     if flag_values.temperature is not None and flag_values.temperature < 0:
       raise ValueError(f"--temperature must be >= 0, got {flag_values.temperature}")
     run = load_run(flag_values.run_dir, flag_values.step)
+    if flag_values.temperature is not None and run.config.algo != "qsm":
+      raise ValueError(f"--temperature is a setting of QSM's sampler; this is a "
+                       f"{run.config.algo} run")
     indices = list(range(run.config.num_agents)) if agent is None else [agent]
     agents = [run.agent(i) for i in indices]
     env = make_eval_env(run.config, agents[0].obs_dim, agents[0].act_dim, flag_values.env,

@@ -1,11 +1,11 @@
-"""Evaluate a trained QSM policy: episodes on device, return and length statistics.
+"""Evaluate a trained policy (QSM, SAC or TD3): episodes on device, return and length stats.
 
   python experiments/evaluate.py --run_dir=runs/inverted_pendulum-20261128-101500-s0
   python experiments/evaluate.py --run_dir=runs/ant-... --episodes=64 --seed=1 --agent=0
 
 Loads the latest checkpoint (or --step) with its saved config, runs --episodes episodes
-per agent with the noise-free policy (the sampler's output, as the run's own evaluations;
---explore adds the exploration noise), prints mean / std / min / max of the return and
+per agent with the noise-free policy, as the run's own evaluations (QSM: the sampler's
+output; SAC: tanh of the Gaussian's mean; TD3: the actor; --explore acts as in training), prints mean / std / min / max of the return and
 the episode length, and writes them as JSON into the run folder (or --out).
 """
 import json
@@ -39,11 +39,15 @@ def main(argv):
       FLAGS, FLAGS.agent)
   cfg = run.config
 
-  temperature = (float(agents[0].hparams.temperature) if FLAGS.temperature is None
-                 else FLAGS.temperature)
-  print(f"qsm_jax evaluate | {env_name} ({backend}) | checkpoint at env step {run.env_steps:,} "
-        f"| {FLAGS.episodes} episodes x {len(agents)} agent(s) | sampler temperature "
-        f"{temperature:g}, {'with' if FLAGS.explore else 'no'} exploration noise", flush=True)
+  temperature = None
+  acting = "exploring" if FLAGS.explore else "no exploration"
+  if cfg.algo == "qsm":
+    temperature = (float(agents[0].hparams.temperature) if FLAGS.temperature is None
+                   else FLAGS.temperature)
+    acting = f"sampler temperature {temperature:g}, " + acting
+  print(f"qsm_jax evaluate | {cfg.algo.upper()} | {env_name} ({backend}) | checkpoint at env "
+        f"step {run.env_steps:,} | {FLAGS.episodes} episodes x {len(agents)} agent(s) | "
+        f"{acting}", flush=True)
   rollout = make_policy_rollout(env, FLAGS.episodes, episode_length, cfg.action_repeat,
                                 FLAGS.explore, FLAGS.temperature)
   key = jax.random.PRNGKey(FLAGS.seed)  # the same episodes for every agent
@@ -70,7 +74,7 @@ def main(argv):
   report = {"run_dir": run.run_dir, "checkpoint": run.checkpoint_dir,
             "env_steps": run.env_steps, "env": env_name, "backend": backend,
             "episode_length": episode_length, "episodes": FLAGS.episodes, "seed": FLAGS.seed,
-            "explore": FLAGS.explore, "temperature": temperature,
+            "algo": cfg.algo, "explore": FLAGS.explore, "temperature": temperature,
             **{k: v for k, v in overall.items() if k not in ("returns", "lengths")},
             "agents": results}
   out = FLAGS.out or os.path.join(

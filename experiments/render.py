@@ -1,4 +1,4 @@
-"""Watch a trained QSM policy: one rollout as Brax's HTML viewer, plus a trajectory plot.
+"""Watch a trained policy (QSM, SAC or TD3): one rollout as Brax's HTML viewer and plots.
 
   python experiments/render.py --run_dir=runs/inverted_pendulum-20261128-101500-s0
   python experiments/render.py --run_dir=runs/ant-... --out=ant.html --episode_length=300
@@ -98,7 +98,7 @@ def main(argv):
     plot_trajectory(np.asarray(traj["pipeline_state"].q[:steps + 1, 0]),
                     traj["action"][:steps, 0], traj["reward"][:steps, 0],
                     stem + "_trajectory.png",
-                    f"QSM on {env_name}, agent {FLAGS.agent}, env step {run.env_steps:,}: "
+                    f"{cfg.algo.upper()} on {env_name}, agent {FLAGS.agent}, env step {run.env_steps:,}: "
                     f"return {ret:.1f}")
     print(f"wrote {stem}_trajectory.png")
   except ImportError:

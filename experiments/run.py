@@ -1,9 +1,10 @@
-"""Train a QSM diffusion policy on a Brax environment, the whole loop on device.
+"""Train a QSM diffusion policy (or a SAC / TD3 baseline) on a Brax env, the loop on device.
 
   python experiments/run.py                      # inverted_pendulum, learns in minutes on CPU
   python experiments/run.py --env=ant            # the spec's settings on ant
   python experiments/run.py --env=hopper --num_seeds=4 --M_q=20
   python experiments/run.py --sweep=M_q=1,5,20 --num_seeds=2   # 6 agents, one program
+  python experiments/run.py --algo=sac --num_seeds=3          # a baseline, same loop and sizes
   python experiments/run.py --resume=runs/ant-20261127-120000   # continue a stopped run
 
 Every flag overrides the env's preset (qsm_jax/presets.py) only when given.
@@ -43,6 +44,8 @@ flags.DEFINE_integer("num_processes", None, "Processes in the run (default: "
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1 "
                      "(default: $JAX_PROCESS_ID or cluster detection).")
 # Loop (TrainConfig).
+flags.DEFINE_enum("algo", None, ["qsm", "sac", "td3"], "Algorithm (default qsm). The baselines "
+                  "use the same loop, network widths, learning rates, gamma and tau.")
 flags.DEFINE_integer("episode_length", None, "Episode time limit (env steps).")
 flags.DEFINE_integer("action_repeat", None, "Action repeat.")
 flags.DEFINE_integer("num_envs", None, "Parallel training envs per seed.")
@@ -78,7 +81,7 @@ flags.DEFINE_float("target_noise", None, "Std of the noise on a' in the critic t
 flags.DEFINE_float("exploration_noise", None, "Std of the exploration noise.")
 flags.DEFINE_float("temperature", None, "Sampler noise scale.")
 
-LOOP_FLAGS = ("backend", "episode_length", "action_repeat", "num_envs", "num_eval_envs",
+LOOP_FLAGS = ("algo", "backend", "episode_length", "action_repeat", "num_envs", "num_eval_envs",
               "total_steps", "warmup_steps", "utd", "batch_size", "buffer_size",
               "reward_scale", "log_every", "eval_every", "seed", "num_seeds")
 QSM_FLAGS = ("T", "beta_schedule", "clip_sampler", "num_critics", "actor_hidden",

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qsm_jax.envs import check_env, make_env, normalise_env_state
-from qsm_jax.policy import sample_actions
+from qsm_jax.algorithms import act as agent_act
 
 
 def run_episodes(env, act: Callable[[jax.Array, jax.Array], jax.Array], reset_key: jax.Array,
@@ -88,13 +88,13 @@ def make_eval_env(config, obs_dim: int, act_dim: int, env_name: Optional[str] = 
 def make_policy_rollout(env, num_episodes: int, episode_length: int, action_repeat: int,
                         explore: bool = False, temperature: Optional[float] = None,
                         record: bool = False) -> Callable:
-  """A jitted ``rollout(agent, key) -> run_episodes(...)`` for a ``QSMState``.
+  """A jitted ``rollout(agent, key) -> run_episodes(...)`` for any algorithm's agent state.
 
   The agent is an argument, not a constant, so every agent of a run shares one compile.
   """
   def rollout(agent, key):
     reset_key, act_key = jax.random.split(key)
-    act = lambda obs, k: sample_actions(agent, obs, k, explore=explore, temperature=temperature)
+    act = lambda obs, k: agent_act(agent, obs, k, explore=explore, temperature=temperature)
     return run_episodes(env, act, reset_key, act_key, num_episodes, episode_length,
                         action_repeat, record=record)
   return jax.jit(rollout)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional
+from typing import Any, Optional
 
 import flax.serialization
 import jax
@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from qsm_jax.checkpoint import FORMAT_VERSION, Checkpointer
-from qsm_jax.policy import sample_actions
-from qsm_jax.state import QSMState, init_state
+from qsm_jax.algorithms import act as agent_act
+from qsm_jax.algorithms import get_algorithm
 from qsm_jax.training import TrainConfig
 
 
@@ -32,18 +32,19 @@ class LoadedRun:
 
   Attributes:
     config: the run's TrainConfig (from the checkpoint's metadata).
-    agents: ``QSMState`` of every trained agent, leaves stacked on a leading axis of
+    agents: the algorithm's state (``QSMState``, ``SACState`` or ``TD3State``) of every
+      trained agent, leaves stacked on a leading axis of
       size ``config.num_agents`` (seeds, times sweep values; ``config.agent_label(i)``).
     env_steps: env steps per seed at the checkpoint.
     run_dir: the run folder; checkpoint_dir: the checkpoint's own folder.
   """
   config: TrainConfig
-  agents: QSMState
+  agents: Any
   env_steps: int
   run_dir: str
   checkpoint_dir: str
 
-  def agent(self, index: int) -> QSMState:
+  def agent(self, index: int):
     n = self.config.num_agents
     if not 0 <= index < n:
       raise ValueError(f"agent {index} does not exist: the run trained {n} agent(s) "
@@ -130,7 +131,8 @@ def load_run(path: str, step: Optional[int] = None) -> LoadedRun:
   agents = state["agent"]
   if meta.get("num_devices", 1) > 1:  # data-parallel run: replicas are identical, keep one
     agents = jax.tree.map(lambda x: x[0], agents)
-  template = jax.vmap(lambda k: init_state(k, obs_dim, act_dim, config.qsm, config.hparams))(
+  init = get_algorithm(config.algo).init
+  template = jax.vmap(lambda k: init(k, obs_dim, act_dim, config.qsm, config.hparams))(
       jax.random.split(jax.random.PRNGKey(0), config.num_agents))
   try:
     restored = flax.serialization.from_state_dict(template, agents)
@@ -145,17 +147,20 @@ def load_run(path: str, step: Optional[int] = None) -> LoadedRun:
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-  """A trained diffusion policy: ``policy(obs, key) -> actions``, jitted and batched.
+  """A trained policy: ``policy(obs, key) -> actions``, jitted and batched.
 
   Attributes:
-    agent: the ``QSMState`` the actions come from (networks and hyperparameters).
+    agent: the state the actions come from (``QSMState`` for QSM's diffusion policy,
+      ``SACState`` / ``TD3State`` for the baselines).
     config: the run's TrainConfig (env name, network sizes, ...).
     env_steps: env steps of training behind this policy.
-    explore: add the run's exploration noise (False: the sampler's output, as in the
-      run's evaluations).
-    temperature: sampler noise scale; None uses the run's (0: deterministic sampler).
+    explore: act as in training (QSM, TD3: add the run's exploration noise; SAC: sample
+      the Gaussian). False: as in the run's evaluations (QSM: the sampler's output; SAC:
+      tanh of the mean; TD3: the deterministic actor).
+    temperature: QSM's sampler noise scale; None uses the run's (0: deterministic
+      sampler). Not accepted for SAC and TD3 policies.
   """
-  agent: QSMState
+  agent: Any
   config: TrainConfig
   env_steps: int
   explore: bool = False
@@ -177,8 +182,8 @@ class Policy:
     if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
       raise ValueError(f"observations must have shape (batch, {self.obs_dim}) for this "
                        f"{self.config.env} policy, got {obs.shape}")
-    return sample_actions(self.agent, obs, key, explore=self.explore,
-                          temperature=self.temperature)
+    return agent_act(self.agent, obs, key, explore=self.explore,
+                     temperature=self.temperature)
 
 
 def load_policy(path: str, agent: int = 0, step: Optional[int] = None, explore: bool = False,
@@ -192,12 +197,16 @@ def load_policy(path: str, agent: int = 0, step: Optional[int] = None, explore: 
     agent: which of the run's agents (``config.agent_label(agent)`` says which seed and
       sweep value).
     step: env step of the checkpoint (None: the latest, or the one ``path`` names).
-    explore: add the run's exploration noise to the sampler's actions.
-    temperature: sampler noise scale (None: the run's; 0: deterministic sampler).
+    explore: act as in training (exploration noise; SAC: a sample of its Gaussian).
+    temperature: QSM's sampler noise scale (None: the run's; 0: deterministic sampler);
+      a ValueError for SAC and TD3 runs.
 
   Raises:
     CheckpointError (a ValueError) for a missing, corrupt or incompatible checkpoint.
   """
   run = load_run(path, step)
+  if temperature is not None and run.config.algo != "qsm":
+    raise ValueError(f"temperature is a setting of QSM's sampler; this is a "
+                     f"{run.config.algo} run")
   return Policy(agent=run.agent(agent), config=run.config, env_steps=run.env_steps,
                 explore=explore, temperature=temperature)

@@ -3,7 +3,8 @@
 Any Flax module with the same call signature can replace them:
   noise model: ``model(obs (B, O), noisy_action (B, A), t (B, 1) float32) -> (B, A)``
   critic:      ``critic(obs (B, O), action (B, A)) -> (B,)``
-The twin critics are one stacked parameter tree (leading axis = critic index), made
+The baselines' actors (``GaussianActor`` for SAC, ``DeterministicActor`` for TD3) are
+ReLU MLPs on the observation. The twin critics are one stacked parameter tree (leading axis = critic index), made
 by vmapping ``init`` / ``apply`` of a single critic: see ``qsm_jax.state``.
 """
 from __future__ import annotations
@@ -71,3 +72,28 @@ class Critic(nn.Module):
   def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
     x = jnp.concatenate([obs, action], axis=-1)
     return MLP((*self.hidden, 1), activation=nn.relu)(x)[..., 0]
+
+
+class GaussianActor(nn.Module):
+  """SAC's actor: ReLU MLP on s -> (mean, log_std) of a Gaussian, squashed by tanh later.
+
+  log_std is clipped to [-10, 2] (the usual SAC bounds), so the std stays in [4.5e-5, 7.4].
+  """
+  act_dim: int
+  hidden: Sequence[int] = (512, 512)
+
+  @nn.compact
+  def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    out = MLP((*self.hidden, 2 * self.act_dim), activation=nn.relu)(obs)
+    mean, log_std = jnp.split(out, 2, axis=-1)
+    return mean, jnp.clip(log_std, -10.0, 2.0)
+
+
+class DeterministicActor(nn.Module):
+  """TD3's actor: ReLU MLP on s, tanh to [-1, 1]."""
+  act_dim: int
+  hidden: Sequence[int] = (512, 512)
+
+  @nn.compact
+  def __call__(self, obs: jax.Array) -> jax.Array:
+    return jnp.tanh(MLP((*self.hidden, self.act_dim), activation=nn.relu)(obs))

@@ -80,14 +80,13 @@ def config_mismatch(saved: dict, current: dict) -> list[str]:
 
 
 def memory_report(ts: TrainState) -> dict:
-  """Bytes held by the replay buffer, networks (+targets) and optimizer states."""
+  """Bytes held by the replay buffer, networks (+targets), optimizer states and envs."""
   nbytes = lambda tree: int(sum(x.nbytes for x in jax.tree.leaves(tree)))
-  agent = ts.agent
-  return {"replay_bytes": nbytes(ts.replay),
-          "network_bytes": nbytes((agent.actor_params, agent.critic_params,
-                                   agent.target_critic_params)),
-          "optimizer_bytes": nbytes((agent.actor_opt_state, agent.critic_opt_state)),
-          "env_state_bytes": nbytes(ts.env_state)}
+  fields = [f.name for f in dataclasses.fields(ts.agent)]
+  opt = [getattr(ts.agent, n) for n in fields if n.endswith("opt_state")]
+  params = [getattr(ts.agent, n) for n in fields if n.endswith("params")]
+  return {"replay_bytes": nbytes(ts.replay), "network_bytes": nbytes(params),
+          "optimizer_bytes": nbytes(opt), "env_state_bytes": nbytes(ts.env_state)}
 
 
 def _fmt_time(seconds: float) -> str:
@@ -274,7 +273,7 @@ def train(cfg: TrainConfig, opts: RunOptions,
   eval_agents = mapped(trainer.evaluate)
   eval_fn = lambda agent, keys: first(eval_agents(agent, replicate(keys)))
 
-  log(f"qsm_jax | env {cfg.env} ({trainer.backend} backend) obs {trainer.obs_dim} "
+  log(f"qsm_jax | {cfg.algo.upper()} | env {cfg.env} ({trainer.backend} backend) obs {trainer.obs_dim} "
       f"act {trainer.act_dim} | {_agents_text(cfg)} x {cfg.num_envs} envs | "
       f"{cfg.updates_per_iteration} updates per vectorised step | "
       f"{num_devices} x {jax.devices()[0].platform} device(s)"
@@ -379,7 +378,7 @@ def train(cfg: TrainConfig, opts: RunOptions,
     checkpointer.close()
   if opts.write_plot and logger.rows and layout.is_main_process:
     png = os.path.join(run_dir, "learning_curve.png")
-    if plot_learning_curve(logger.rows, png, f"QSM on {cfg.env} ({_agents_text(cfg)})",
+    if plot_learning_curve(logger.rows, png, f"{cfg.algo.upper()} on {cfg.env} ({_agents_text(cfg)})",
                            _groups(cfg)):
       log(f"wrote {png}")
     else:

@@ -13,13 +13,12 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from qsm_jax.algorithms import ALGORITHMS, get_algorithm
 from qsm_jax.config import QSMConfig, QSMHyperparams
 from qsm_jax.envs import check_env, make_env, normalise_env_state
 from qsm_jax.evaluation import run_episodes
-from qsm_jax.policy import sample_actions
 from qsm_jax.replay import ReplayState, replay_add, replay_init, replay_sample
-from qsm_jax.state import QSMState, init_state
-from qsm_jax.update import Batch, qsm_update
+from qsm_jax.update import Batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +26,9 @@ class TrainConfig:
   """Everything that defines a training run (saved as the run's config.json).
 
   Attributes:
+    algo: 'qsm' (default), or the baselines 'sac' / 'td3' (qsm_jax/algorithms.py); the
+      baselines read the shared fields of ``qsm`` and ``hparams`` (network widths,
+      learning rates, gamma, tau), so one config compares them like for like.
     env, backend: Brax env name and physics backend (None: the env's default).
     episode_length, action_repeat: Brax's EpisodeWrapper settings.
     num_envs: parallel training envs per seed (one vectorised step = num_envs env steps).
@@ -48,6 +50,7 @@ class TrainConfig:
       seeds, all agents in one program (the value is a leaf, so nothing recompiles).
     qsm: static QSM configuration; hparams: numeric QSM hyperparameters.
   """
+  algo: str = "qsm"
   env: str = "inverted_pendulum"
   backend: Optional[str] = None
   episode_length: int = 1000
@@ -119,6 +122,9 @@ class TrainConfig:
 
   def validate(self) -> "TrainConfig":
     """Raises ValueError with a one-line reason for any invalid setting."""
+    if self.algo not in ALGORITHMS:
+      raise ValueError(f"--algo: unknown algorithm {self.algo!r}; choose one of "
+                       f"{', '.join(ALGORITHMS)}")
     check_env(self.env, self.backend)
     positive = ("episode_length", "action_repeat", "num_envs", "num_eval_envs", "total_steps",
                 "batch_size", "buffer_size", "log_every", "eval_every", "num_seeds")
@@ -177,7 +183,7 @@ class TrainConfig:
 @flax.struct.dataclass
 class TrainState:
   """The whole state of one agent's run: everything a checkpoint needs to resume exactly."""
-  agent: QSMState
+  agent: Any             # the algorithm's state (QSMState, SACState or TD3State)
   env_state: Any          # brax.envs.State of the num_envs training envs
   replay: ReplayState
   key: jax.Array          # the training key stream
@@ -193,7 +199,7 @@ class Trainer(NamedTuple):
   init: Callable[[jax.Array, Optional[QSMHyperparams]], TrainState]
   warmup: Callable[[TrainState], TrainState]
   train_chunk: Callable[[TrainState], tuple[TrainState, dict]]
-  evaluate: Callable[[QSMState, jax.Array], dict]
+  evaluate: Callable[[Any, jax.Array], dict]
 
 
 def _transition(env_state, next_state, actions, reward_scale) -> Batch:
@@ -219,13 +225,14 @@ def make_trainer(cfg: TrainConfig, num_devices: int = 1,
   With ``num_devices > 1`` the functions are one device's part of a data-parallel run,
   to be mapped over ``axis_name`` (``pmap``): each device steps ``num_envs /
   num_devices`` envs, keeps that share of the replay buffer, samples ``batch_size /
-  num_devices`` rows per update and averages gradients through ``qsm_update``'s axis
+  num_devices`` rows per update and averages gradients through the update's axis
   name. Acting, env and sampling keys are folded with the device index (distinct
   streams); the update key is shared (global-batch semantics), so parameters stay
   identical on every device.
   """
   cfg.validate()
   check_divisible(cfg, num_devices)
+  algorithm = get_algorithm(cfg.algo)
   if (num_devices > 1) != (axis_name is not None):
     raise ValueError("a data-parallel trainer needs both num_devices > 1 and an axis_name")
   env = make_env(cfg.env, cfg.backend, cfg.episode_length, cfg.action_repeat)
@@ -248,8 +255,8 @@ def make_trainer(cfg: TrainConfig, num_devices: int = 1,
 
   def init(key: jax.Array, hparams: Optional[QSMHyperparams] = None) -> TrainState:
     agent_key, env_key, loop_key = jax.random.split(key, 3)
-    agent = init_state(agent_key, obs_dim, act_dim, cfg.qsm,
-                       cfg.hparams if hparams is None else hparams)
+    agent = algorithm.init(agent_key, obs_dim, act_dim, cfg.qsm,
+                           cfg.hparams if hparams is None else hparams)
     env_state = env_reset(device_key(env_key))
     example = Batch(obs=jnp.zeros(obs_dim), action=jnp.zeros(act_dim), reward=jnp.zeros(()),
                     next_obs=jnp.zeros(obs_dim), mask=jnp.zeros(()))
@@ -276,13 +283,13 @@ def make_trainer(cfg: TrainConfig, num_devices: int = 1,
 
   def iteration(ts: TrainState, _):
     key, act_key, sample_key, update_key = jax.random.split(ts.key, 4)
-    actions = sample_actions(ts.agent, ts.env_state.obs, device_key(act_key), explore=True)
+    actions = algorithm.act(ts.agent, ts.env_state.obs, device_key(act_key), explore=True)
     ts, next_state = step_envs(ts.replace(key=key), actions)
     batches = replay_sample(ts.replay, device_key(sample_key), (updates, batch_size))
 
     def update(agent, inputs):
       batch, k = inputs
-      return qsm_update(agent, batch, k, axis_name=axis_name)
+      return algorithm.update(agent, batch, k, axis_name=axis_name)
 
     agent, metrics = jax.lax.scan(update, ts.agent, (batches, jax.random.split(update_key, updates)))
     metrics = jax.tree.map(jnp.mean, metrics)
@@ -302,9 +309,9 @@ def make_trainer(cfg: TrainConfig, num_devices: int = 1,
     metrics["train_return"] = jnp.where(episodes > 0, returns / jnp.maximum(episodes, 1), jnp.nan)
     return ts, metrics
 
-  def evaluate(agent: QSMState, key: jax.Array) -> dict:
+  def evaluate(agent, key: jax.Array) -> dict:
     reset_key, act_key = jax.random.split(key)
-    act = lambda obs, k: sample_actions(agent, obs, k, explore=False)
+    act = lambda obs, k: algorithm.act(agent, obs, k, explore=False)
     episodes = run_episodes(eval_env, act, device_key(reset_key), device_key(act_key), num_eval,
                             cfg.episode_length, cfg.action_repeat)
     ret, length = episodes["returns"], episodes["lengths"]

@@ -45,13 +45,14 @@ def cosine_decay(base_lr: jax.Array, step: jax.Array, decay_steps: jax.Array) ->
   return jnp.where(decay_steps > 0, decayed, base_lr)
 
 
-def _adam_step(config, params, opt_state, grads, lr):
+def adam_step(config, params, opt_state, grads, lr):
+  """One Adam step with a (traced) learning rate; shared by QSM and the baselines."""
   direction, opt_state = adam_direction(config).update(grads, opt_state, params)
   params = optax.apply_updates(params, jax.tree.map(lambda d: -lr * d, direction))
   return params, opt_state
 
 
-def _global_batch_draws(axis_name: Optional[str]):
+def global_batch_draws(axis_name: Optional[str]):
   """(normal, randint) drawing for the GLOBAL batch and keeping this device's rows.
 
   With the same key on every device, k devices then draw exactly the numbers one
@@ -73,7 +74,8 @@ def _global_batch_draws(axis_name: Optional[str]):
   return local(normal), local(randint)
 
 
-def _check_batch(state: QSMState, batch: Batch) -> None:
+def check_batch(state, batch: Batch) -> None:
+  """Shapes of a batch against any agent state with obs_dim / act_dim."""
   b = batch.obs.shape[0]
   chex.assert_shape(batch.obs, (b, state.obs_dim))
   chex.assert_shape(batch.next_obs, (b, state.obs_dim))
@@ -83,12 +85,12 @@ def _check_batch(state: QSMState, batch: Batch) -> None:
 
 def _qsm_update(state: QSMState, batch: Batch, key: jax.Array,
                 axis_name: Optional[str] = None) -> tuple[QSMState, dict]:
-  _check_batch(state, batch)
+  check_batch(state, batch)
   hp, cfg = state.hparams, state.config
   schedule = make_schedule(cfg.T, cfg.beta_schedule)
   pmean = (lambda x: jax.lax.pmean(x, axis_name)) if axis_name else (lambda x: x)
   next_key, target_noise_key, t_key, eps_key = jax.random.split(key, 4)
-  normal, randint = _global_batch_draws(axis_name)
+  normal, randint = global_batch_draws(axis_name)
 
   # 1-2. Critic target from the current policy's (noised) action at s'.
   next_action = sample_from_params(state, state.actor_params, batch.next_obs, next_key,
@@ -102,7 +104,7 @@ def _qsm_update(state: QSMState, batch: Batch, key: jax.Array,
   (_, critic_aux), critic_grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
       state.critic_params, state.critic, batch.obs, batch.action, target)
   critic_grads = pmean(critic_grads)
-  critic_params, critic_opt_state = _adam_step(
+  critic_params, critic_opt_state = adam_step(
       cfg, state.critic_params, state.critic_opt_state, critic_grads, hp.critic_lr)
 
   # 4. Polyak target update.
@@ -120,7 +122,7 @@ def _qsm_update(state: QSMState, batch: Batch, key: jax.Array,
       state.actor_params, state.noise_model, batch.obs, noisy_action, t, score_target)
   actor_grads = pmean(actor_grads)
   actor_lr = cosine_decay(hp.actor_lr, state.step, hp.actor_lr_decay_steps)
-  actor_params, actor_opt_state = _adam_step(
+  actor_params, actor_opt_state = adam_step(
       cfg, state.actor_params, state.actor_opt_state, actor_grads, actor_lr)
 
   new_state = state.replace(

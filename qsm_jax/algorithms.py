@@ -1,0 +1,57 @@
+"""The algorithms the training loop can run: QSM and its baselines SAC and TD3.
+
+Each is three pure functions with one contract, so the loop, checkpoints, loading and
+evaluation treat them alike:
+  init(key, obs_dim, act_dim, config, hparams) -> state
+  act(state, obs (B, O), key, explore=False) -> (B, A) actions in [-1, 1]
+  update(state, batch, key, axis_name=None) -> (state, metrics)   # jitted
+``act`` below dispatches on the state's type, so a loaded agent acts without its name.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import jax
+
+from qsm_jax.policy import sample_actions
+from qsm_jax.sac import SACState, init_sac, sac_act, sac_update
+from qsm_jax.state import QSMState, init_state
+from qsm_jax.td3 import TD3State, init_td3, td3_act, td3_update
+from qsm_jax.update import qsm_update
+
+
+class Algorithm(NamedTuple):
+  """One algorithm's pure functions (see the module docstring for the contract)."""
+  name: str
+  state_type: type
+  init: Callable
+  act: Callable
+  update: Callable
+
+
+ALGORITHMS = {
+    "qsm": Algorithm("qsm", QSMState, init_state, sample_actions, qsm_update),
+    "sac": Algorithm("sac", SACState, init_sac, sac_act, sac_update),
+    "td3": Algorithm("td3", TD3State, init_td3, td3_act, td3_update),
+}
+
+
+def get_algorithm(name: str) -> Algorithm:
+  """The algorithm called ``name`` ('qsm', 'sac' or 'td3'); ValueError otherwise."""
+  if name not in ALGORITHMS:
+    raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
+  return ALGORITHMS[name]
+
+
+def act(state, obs: jax.Array, key: jax.Array, explore: bool = False,
+        temperature: Optional[float] = None) -> jax.Array:
+  """Actions of any algorithm's state; ``temperature`` (the DDPM sampler's) is QSM's only."""
+  if isinstance(state, QSMState):
+    return sample_actions(state, obs, key, explore=explore, temperature=temperature)
+  for algorithm in ALGORITHMS.values():
+    if isinstance(state, algorithm.state_type):
+      if temperature is not None:
+        raise ValueError(f"temperature is a setting of QSM's sampler; {algorithm.name} "
+                         "policies have none")
+      return algorithm.act(state, obs, key, explore=explore)
+  raise TypeError(f"not an agent state of qsm_jax: {type(state).__name__}")

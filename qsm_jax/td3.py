@@ -1,0 +1,152 @@
+"""TD3 (Fujimoto et al., 2018), a baseline for QSM, in the same pure-update form.
+
+Twin critics, clipped double-Q targets with target-policy smoothing, and a deterministic
+tanh actor updated (with both targets) every second update. It reads the shared settings
+of QSM's config objects so a comparison uses the same sizes and rates:
+``config.actor_hidden`` / ``critic_hidden`` / ``num_critics`` / Adam constants,
+``hparams.actor_lr`` (constant), ``critic_lr``, ``gamma``, ``tau``, and
+``exploration_noise`` (Gaussian noise added while collecting data, 0.1 as in TD3).
+The target-policy smoothing is TD3's own (noise 0.2 clipped to 0.5), not QSM's
+``target_noise``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from qsm_jax import losses
+from qsm_jax.config import QSMConfig, QSMHyperparams
+from qsm_jax.networks import Critic, DeterministicActor
+from qsm_jax.state import Params, adam_direction, ensemble_init
+from qsm_jax.update import Batch, adam_step, check_batch, global_batch_draws
+
+POLICY_NOISE = 0.2   # std of the smoothing noise on the target action
+NOISE_CLIP = 0.5     # the smoothing noise is clipped to [-NOISE_CLIP, NOISE_CLIP]
+POLICY_DELAY = 2     # critic updates per actor (and target) update
+
+
+@flax.struct.dataclass
+class TD3State:
+  """Actor, critics, both target copies, their Adam states and the update counter."""
+  actor_params: Params
+  target_actor_params: Params
+  critic_params: Params
+  target_critic_params: Params
+  actor_opt_state: optax.OptState
+  critic_opt_state: optax.OptState
+  step: jax.Array
+  hparams: QSMHyperparams
+  actor: nn.Module = flax.struct.field(pytree_node=False)
+  critic: nn.Module = flax.struct.field(pytree_node=False)
+  config: QSMConfig = flax.struct.field(pytree_node=False)
+  obs_dim: int = flax.struct.field(pytree_node=False)
+  act_dim: int = flax.struct.field(pytree_node=False)
+
+
+def init_td3(key: jax.Array, obs_dim: int, act_dim: int, config: QSMConfig = QSMConfig(),
+             hparams: QSMHyperparams = QSMHyperparams()) -> TD3State:
+  """A fresh TD3 state with the default networks at ``config``'s sizes (vmappable)."""
+  hparams.validate()
+  actor = DeterministicActor(act_dim, config.actor_hidden)
+  critic = Critic(config.critic_hidden)
+  actor_key, critic_key = jax.random.split(key)
+  obs = jnp.zeros((1, obs_dim), jnp.float32)
+  act = jnp.zeros((1, act_dim), jnp.float32)
+  actor_params = actor.init(actor_key, obs)
+  critic_params = ensemble_init(critic, critic_key, config.num_critics, obs, act)
+  adam = adam_direction(config)
+  return TD3State(actor_params=actor_params, target_actor_params=actor_params,
+                  critic_params=critic_params, target_critic_params=critic_params,
+                  actor_opt_state=adam.init(actor_params),
+                  critic_opt_state=adam.init(critic_params), step=jnp.zeros((), jnp.int32),
+                  hparams=hparams.as_arrays(), actor=actor, critic=critic, config=config,
+                  obs_dim=obs_dim, act_dim=act_dim)
+
+
+def _td3_act(state: TD3State, obs: jax.Array, key: jax.Array, explore: bool = False
+             ) -> jax.Array:
+  action = state.actor.apply(state.actor_params, obs)
+  if explore:
+    noise = jax.random.normal(key, action.shape, action.dtype)
+    action = jnp.clip(action + state.hparams.exploration_noise * noise, -1.0, 1.0)
+  return action
+
+
+td3_act = jax.jit(_td3_act, static_argnames=("explore",))
+td3_act.__doc__ = """TD3's actions for (B, obs_dim) observations: the deterministic actor,
+plus N(0, exploration_noise^2) clipped to [-1, 1] when ``explore``."""
+
+
+def _td3_update(state: TD3State, batch: Batch, key: jax.Array,
+                axis_name: Optional[str] = None) -> tuple[TD3State, dict]:
+  check_batch(state, batch)
+  hp, cfg = state.hparams, state.config
+  pmean = (lambda x: jax.lax.pmean(x, axis_name)) if axis_name else (lambda x: x)
+  normal, _ = global_batch_draws(axis_name)
+
+  # Critic: clipped double-Q target at the smoothed target-policy action.
+  smoothing = jnp.clip(POLICY_NOISE * normal(key, batch.action.shape), -NOISE_CLIP, NOISE_CLIP)
+  next_action = jnp.clip(state.actor.apply(state.target_actor_params, batch.next_obs)
+                         + smoothing, -1.0, 1.0)
+  target = losses.critic_target(state.critic, state.target_critic_params, batch.reward,
+                                batch.mask, batch.next_obs, next_action, hp.gamma)
+  (_, critic_aux), critic_grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
+      state.critic_params, state.critic, batch.obs, batch.action, target)
+  critic_grads = pmean(critic_grads)
+  critic_params, critic_opt_state = adam_step(
+      cfg, state.critic_params, state.critic_opt_state, critic_grads, hp.critic_lr)
+
+  # Actor (every POLICY_DELAY updates): maximise Q_1(s, pi(s)), then both targets move.
+  first_critic = jax.tree.map(lambda x: x[0], critic_params)
+
+  def actor_loss(params):
+    action = state.actor.apply(params, batch.obs)
+    return -jnp.mean(state.critic.apply(first_critic, batch.obs, action))
+
+  def delayed_step(_):
+    loss, grads = jax.value_and_grad(actor_loss)(state.actor_params)
+    grads = pmean(grads)
+    params, opt_state = adam_step(cfg, state.actor_params, state.actor_opt_state, grads,
+                                  hp.actor_lr)
+    targets = (optax.incremental_update(params, state.target_actor_params, hp.tau),
+               optax.incremental_update(critic_params, state.target_critic_params, hp.tau))
+    return params, opt_state, targets, pmean(loss), optax.tree.norm(grads)
+
+  def skip(_):
+    targets = (state.target_actor_params, state.target_critic_params)
+    return (state.actor_params, state.actor_opt_state, targets,
+            pmean(actor_loss(state.actor_params)), jnp.zeros((), jnp.float32))
+
+  actor_params, actor_opt_state, (target_actor, target_critic), loss, grad_norm = jax.lax.cond(
+      state.step % POLICY_DELAY == 0, delayed_step, skip, None)
+
+  new_state = state.replace(
+      actor_params=actor_params, target_actor_params=target_actor,
+      critic_params=critic_params, target_critic_params=target_critic,
+      actor_opt_state=actor_opt_state, critic_opt_state=critic_opt_state,
+      step=state.step + 1)
+  metrics = {
+      "critic_loss": pmean(critic_aux["critic_loss"]),
+      "actor_loss": loss,
+      "q_mean": pmean(jnp.mean(critic_aux["q"])),
+      "target_q_mean": pmean(jnp.mean(target)),
+      "critic_grad_norm": optax.tree.norm(critic_grads),
+      "actor_grad_norm": grad_norm,  # 0 on the updates without an actor step
+  }
+  return new_state, metrics
+
+
+td3_update = jax.jit(_td3_update, static_argnames=("axis_name",))
+td3_update.__doc__ = """One TD3 update: critic step; every second call also the actor step and
+the Polyak update of both targets.
+
+Pure and jitted, the same contract as ``qsm_update``: ``(state, batch, key,
+axis_name=None) -> (new_state, metrics)``. Metrics: critic_loss, actor_loss (-Q_1(s, pi(s))
+before the step), q_mean, target_q_mean, critic_grad_norm, actor_grad_norm (0 on the
+calls without an actor step).
+"""
