@@ -60,11 +60,8 @@ class CompareError(ValueError):
 
 def our_algos() -> tuple:
   """The algorithms qsm_jax's runner can train (TrainConfig.algo values)."""
-  try:
-    from qsm_jax.algorithms import ALGORITHMS  # pylint: disable=import-outside-toplevel
-    return tuple(ALGORITHMS)
-  except ImportError:  # a qsm_jax without baselines
-    return ("qsm",)
+  from qsm_jax.algorithms import ALGORITHMS  # pylint: disable=import-outside-toplevel
+  return tuple(ALGORITHMS)
 
 
 def parse_algos(text: str) -> list[str]:
@@ -85,13 +82,7 @@ def parse_algos(text: str) -> list[str]:
 
 def algo_config(cfg, algo: str):
   """``cfg`` for ``algo`` (brax_sac reads the shared config as it is)."""
-  if algo == BRAX:
-    return cfg
-  if "algo" not in {f.name for f in dataclasses.fields(cfg)}:
-    if algo != "qsm":
-      raise CompareError(f"this qsm_jax has no TrainConfig.algo: {algo} cannot be trained")
-    return cfg
-  return dataclasses.replace(cfg, algo=algo)
+  return cfg if algo == BRAX else dataclasses.replace(cfg, algo=algo)
 
 
 # ---------------------------------------------------------------- run folders

@@ -29,6 +29,27 @@ PRESETS = {
         "qsm": {"actor_hidden": (64, 64), "critic_hidden": (64, 64)},
         "hparams": {"M_q": 5.0},
     },
+    # Short CPU runs (64-wide, 4 envs, one update per env step), as for inverted_pendulum.
+    # M_q from a sweep (seed 0, 30k steps, `run.py --env=reacher --sweep=M_q=1,5,20`):
+    # reacher's per-step rewards are small (|Q| of a few units), so M_q 5 and 20 drive the
+    # actions onto the bounds and the control cost dominates (eval about -2170 for both,
+    # against about -150 to -200 for M_q 1).
+    "reacher": {
+        "num_envs": 4, "utd": 1.0, "batch_size": 256, "warmup_steps": 1_000,
+        "total_steps": 30_000, "buffer_size": 100_000, "log_every": 3_000,
+        "eval_every": 3_000, "episode_length": 1000,
+        "qsm": {"actor_hidden": (64, 64), "critic_hidden": (64, 64)},
+        "hparams": {"M_q": 1.0},
+    },
+    # hopper: M_q 5, after QSM_SPEC's measurement (M_q 5 and 50 learned alike in 40k steps,
+    # but 50 put 97% of the actions on the bounds).
+    "hopper": {
+        "num_envs": 4, "utd": 1.0, "batch_size": 256, "warmup_steps": 1_000,
+        "total_steps": 30_000, "buffer_size": 100_000, "log_every": 3_000,
+        "eval_every": 3_000, "episode_length": 1000,
+        "qsm": {"actor_hidden": (64, 64), "critic_hidden": (64, 64)},
+        "hparams": {"M_q": 5.0},
+    },
 }
 
 
