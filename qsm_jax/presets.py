@@ -30,10 +30,12 @@ PRESETS = {
         "hparams": {"M_q": 5.0},
     },
     # Short CPU runs (64-wide, 4 envs, one update per env step), as for inverted_pendulum.
-    # M_q from a sweep (seed 0, 30k steps, `run.py --env=reacher --sweep=M_q=1,5,20`):
-    # reacher's per-step rewards are small (|Q| of a few units), so M_q 5 and 20 drive the
-    # actions onto the bounds and the control cost dominates (eval about -2170 for both,
-    # against about -150 to -200 for M_q 1).
+    # M_q from sweeps of this preset (seed 0, `run.py --env=reacher --sweep=M_q=...`), eval
+    # return at 13k env steps: M_q 0.2: -1170, 0.5: -484, 1: -174, 2: -1281, 3, 5 and 20:
+    # about -2170 (every action on the bounds: the control cost alone is -2 per step).
+    # Reacher's Q has action gradients of order 1, and a larger M_q makes the sampler
+    # overshoot onto the bounds (QSM_SPEC's toy notes); a smaller one leaves the expansion
+    # of the T=5 sampler unchecked. M_q 1 still drifted from -150 to about -300 by 30k.
     "reacher": {
         "num_envs": 4, "utd": 1.0, "batch_size": 256, "warmup_steps": 1_000,
         "total_steps": 30_000, "buffer_size": 100_000, "log_every": 3_000,

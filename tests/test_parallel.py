@@ -81,20 +81,6 @@ def test_four_device_run_keeps_replicas_identical_and_checks_shapes(tmp_path):
   assert [json.loads(r)["env_steps"] for r in rows][-2:] == [200, 240]
 
 
-def test_two_device_run_learns_inverted_pendulum(tmp_path):
-  result = run_on_devices(2, "--env=inverted_pendulum", "--num_envs=4", "--num_eval_envs=8",
-                          "--warmup_steps=1000", "--total_steps=4000", "--utd=1",
-                          "--batch_size=256", "--buffer_size=50000", "--log_every=1000",
-                          "--eval_every=1000", "--actor_hidden=64,64", "--critic_hidden=64,64",
-                          "--M_q=5", "--checkpoint_every=0", f"--run_dir={tmp_path / 'run'}")
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "2 x cpu device(s)" in result.stdout
-  rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-  evals = [r["eval_return_mean"] for r in rows]
-  print("2-device inverted_pendulum eval returns:", evals)
-  assert max(evals[-2:]) > 40  # measured 67 / 55 (single device: 69 / 101); untrained ~15
-
-
 def free_port():
   with socket.socket() as s:
     s.bind(("localhost", 0))
