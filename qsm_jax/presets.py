@@ -21,7 +21,9 @@ PRESETS = {
     #  256-wide, utd 0.5:  eval 29 -> 55-78, 21k steps (3 min);
     #  64-wide,  utd 1:    eval 15 -> 74 at 3k, 97-107 at 9-11k, then drifts to 55-65
     #                      by 20k (2.5 min) -- the instability QSM_SPEC's notes describe.
-    # M_q 5 matches the return scale (M_q 50 stalls near 55 here, per QSM_SPEC's notes).
+    # M_q 5 matches the return scale (M_q 50 stalls near 55 here, per QSM_SPEC's notes);
+    # M_q 1 and 2 (2 seeds each, 20k steps) ended at 50 and 59, no better than 5 (47, 3
+    # seeds in experiments/results/inverted_pendulum, where SAC ends at 82).
     "inverted_pendulum": {
         "num_envs": 4, "utd": 1.0, "batch_size": 256, "warmup_steps": 1_000,
         "total_steps": 20_000, "buffer_size": 100_000, "log_every": 2_000,

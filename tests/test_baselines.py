@@ -115,43 +115,27 @@ def test_axis_name_update_equals_one_big_batch(name):
 # Measured (seed 0): sac [36, 109, 95] at 2-4k env steps; td3 7 (its saturated initial
 # actor) up to 5k, then 19, 37, 48 at 6-8k. Untrained QSM scores about 15.
 @pytest.mark.parametrize("name, total_steps, threshold", [("sac", 4000, 50), ("td3", 8000, 30)])
-def test_baseline_learns_inverted_pendulum(name, total_steps, threshold, tmp_path):
-  """The same loop and settings as QSM's learning test: far above the untrained policy."""
+def test_baseline_learns_inverted_pendulum_and_loads_like_qsm(name, total_steps, threshold,
+                                                               tmp_path):
+  """The same loop and settings as QSM's learning test: far above the untrained policy.
+  Then the trained run goes through load_policy (and evaluate.py) as a QSM run does."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
   from qsm_jax.runner import RunOptions, train  # pylint: disable=import-outside-toplevel
   from qsm_jax.training import TrainConfig  # pylint: disable=import-outside-toplevel
+  from test_loading import ROOT  # pylint: disable=import-outside-toplevel
   cfg = TrainConfig(algo=name, env="inverted_pendulum", num_envs=4, num_eval_envs=8,
                     total_steps=total_steps, warmup_steps=1000, batch_size=256,
-                    buffer_size=50_000,
-                    log_every=1000, eval_every=1000, seed=0,
+                    buffer_size=50_000, log_every=1000, eval_every=1000, seed=0,
                     qsm=q.QSMConfig(actor_hidden=(64, 64), critic_hidden=(64, 64)))
-  result = train(cfg, RunOptions(run_dir=str(tmp_path / "run"), checkpoint_every=0,
-                                 write_plot=False), log=lambda s: None)
+  run_dir = tmp_path / name
+  result = train(cfg, RunOptions(run_dir=str(run_dir), checkpoint_every=0, write_plot=False),
+                 log=lambda s: None)
   evals = [row["eval_return_mean"] for row in result.rows]
   print(f"{name} inverted_pendulum eval return during training: {evals}")
   assert type(result.train_state.agent).__name__ == f"{name.upper()}State"
   assert max(evals[-2:]) > threshold
 
-
-def test_unknown_algorithm_is_refused():
-  from qsm_jax.training import TrainConfig  # pylint: disable=import-outside-toplevel
-  with pytest.raises(ValueError, match="--algo: unknown algorithm 'ppo'; choose one of "
-                                       "qsm, sac, td3"):
-    dataclasses.replace(TrainConfig(), algo="ppo").validate()
-  with pytest.raises(ValueError, match="unknown algorithm 'ppo'"):
-    get_algorithm("ppo")
-
-
-@pytest.mark.parametrize("name", BASELINES)
-def test_baseline_run_loads_and_evaluates_like_qsm(name, tmp_path):
-  """A trained baseline goes through load_policy and evaluate.py as a QSM run does."""
-  import subprocess  # pylint: disable=import-outside-toplevel
-  import sys  # pylint: disable=import-outside-toplevel
-  from qsm_jax.runner import RunOptions, train  # pylint: disable=import-outside-toplevel
-  from test_loading import ROOT  # pylint: disable=import-outside-toplevel
-  from test_training import TINY_LOOP  # pylint: disable=import-outside-toplevel
-  run_dir = tmp_path / name
-  result = train(dataclasses.replace(TINY_LOOP, algo=name, total_steps=120), RunOptions(
-      run_dir=str(run_dir), checkpoint_every=0, write_plot=False), log=lambda s: None)
   agent = jax.tree.map(lambda x: x[0], result.train_state.agent)
   obs = np.linspace(-0.5, 0.5, 20, dtype=np.float32).reshape(5, 4)
   key = jax.random.PRNGKey(7)
@@ -169,3 +153,12 @@ def test_baseline_run_loads_and_evaluates_like_qsm(name, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| SAC | inverted_pendulum" in out.stdout and "no exploration" in out.stdout
     assert "temperature" not in out.stdout
+
+
+def test_unknown_algorithm_is_refused():
+  from qsm_jax.training import TrainConfig  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match="--algo: unknown algorithm 'ppo'; choose one of "
+                                       "qsm, sac, td3"):
+    dataclasses.replace(TrainConfig(), algo="ppo").validate()
+  with pytest.raises(ValueError, match="unknown algorithm 'ppo'"):
+    get_algorithm("ppo")
