@@ -22,7 +22,7 @@ from qsm_jax import losses
 from qsm_jax.config import QSMConfig, QSMHyperparams
 from qsm_jax.networks import Critic, GaussianActor
 from qsm_jax.state import Params, adam_direction, ensemble_apply, ensemble_init
-from qsm_jax.update import Batch, adam_step, check_batch, global_batch_draws
+from qsm_jax.update import Batch, adam_step, check_batch, critic_step, global_batch_draws
 
 
 @flax.struct.dataclass
@@ -109,11 +109,8 @@ def _sac_update(state: SACState, batch: Batch, key: jax.Array,
   soft_reward = batch.reward - hp.gamma * batch.mask * alpha * next_logp
   target = losses.critic_target(state.critic, state.target_critic_params, soft_reward,
                                 batch.mask, batch.next_obs, next_action, hp.gamma)
-  (_, critic_aux), critic_grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
-      state.critic_params, state.critic, batch.obs, batch.action, target)
-  critic_grads = pmean(critic_grads)
-  critic_params, critic_opt_state = adam_step(
-      cfg, state.critic_params, state.critic_opt_state, critic_grads, hp.critic_lr)
+  critic_params, critic_opt_state, critic_aux, critic_grads = critic_step(
+      state, batch, target, pmean)
   target_critic_params = optax.incremental_update(
       critic_params, state.target_critic_params, hp.tau)
 

@@ -23,7 +23,7 @@ from qsm_jax import losses
 from qsm_jax.config import QSMConfig, QSMHyperparams
 from qsm_jax.networks import Critic, DeterministicActor
 from qsm_jax.state import Params, adam_direction, ensemble_init
-from qsm_jax.update import Batch, adam_step, check_batch, global_batch_draws
+from qsm_jax.update import Batch, adam_step, check_batch, critic_step, global_batch_draws
 
 POLICY_NOISE = 0.2   # std of the smoothing noise on the target action
 NOISE_CLIP = 0.5     # the smoothing noise is clipped to [-NOISE_CLIP, NOISE_CLIP]
@@ -95,11 +95,8 @@ def _td3_update(state: TD3State, batch: Batch, key: jax.Array,
                          + smoothing, -1.0, 1.0)
   target = losses.critic_target(state.critic, state.target_critic_params, batch.reward,
                                 batch.mask, batch.next_obs, next_action, hp.gamma)
-  (_, critic_aux), critic_grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
-      state.critic_params, state.critic, batch.obs, batch.action, target)
-  critic_grads = pmean(critic_grads)
-  critic_params, critic_opt_state = adam_step(
-      cfg, state.critic_params, state.critic_opt_state, critic_grads, hp.critic_lr)
+  critic_params, critic_opt_state, critic_aux, critic_grads = critic_step(
+      state, batch, target, pmean)
 
   # Actor (every POLICY_DELAY updates): maximise Q_1(s, pi(s)), then both targets move.
   first_critic = jax.tree.map(lambda x: x[0], critic_params)

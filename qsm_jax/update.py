@@ -83,6 +83,19 @@ def check_batch(state, batch: Batch) -> None:
   chex.assert_shape([batch.reward, batch.mask], (b,))
 
 
+def critic_step(state, batch: Batch, target: jax.Array, pmean):
+  """One Adam step of the critic ensemble toward ``target`` (shared by QSM and baselines).
+
+  Returns (critic_params, critic_opt_state, aux of losses.critic_loss, averaged grads).
+  """
+  (_, aux), grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
+      state.critic_params, state.critic, batch.obs, batch.action, target)
+  grads = pmean(grads)
+  params, opt_state = adam_step(state.config, state.critic_params, state.critic_opt_state,
+                                grads, state.hparams.critic_lr)
+  return params, opt_state, aux, grads
+
+
 def _qsm_update(state: QSMState, batch: Batch, key: jax.Array,
                 axis_name: Optional[str] = None) -> tuple[QSMState, dict]:
   check_batch(state, batch)
@@ -101,11 +114,8 @@ def _qsm_update(state: QSMState, batch: Batch, key: jax.Array,
                                 batch.mask, batch.next_obs, next_action, hp.gamma)
 
   # 3. Critic step.
-  (_, critic_aux), critic_grads = jax.value_and_grad(losses.critic_loss, has_aux=True)(
-      state.critic_params, state.critic, batch.obs, batch.action, target)
-  critic_grads = pmean(critic_grads)
-  critic_params, critic_opt_state = adam_step(
-      cfg, state.critic_params, state.critic_opt_state, critic_grads, hp.critic_lr)
+  critic_params, critic_opt_state, critic_aux, critic_grads = critic_step(
+      state, batch, target, pmean)
 
   # 4. Polyak target update.
   target_critic_params = optax.incremental_update(
