@@ -249,6 +249,10 @@ def train(cfg: TrainConfig, opts: RunOptions,
       raise ValueError(f"cannot resume: {config_path} does not exist")
     with open(config_path) as f:
       saved = json.load(f)
+    try:  # fields added to TrainConfig since the run was saved take their defaults
+      saved = TrainConfig.from_dict(saved).to_dict()
+    except ValueError:
+      pass  # a foreign config: config_mismatch names the differences
     diffs = config_mismatch(saved, cfg.to_dict())
     if diffs:
       raise ValueError("checkpoint config does not match: " + "; ".join(diffs))
@@ -273,8 +277,8 @@ def train(cfg: TrainConfig, opts: RunOptions,
   eval_agents = mapped(trainer.evaluate)
   eval_fn = lambda agent, keys: first(eval_agents(agent, replicate(keys)))
 
-  log(f"qsm_jax | {cfg.algo.upper()} | env {cfg.env} ({trainer.backend} backend) obs {trainer.obs_dim} "
-      f"act {trainer.act_dim} | {_agents_text(cfg)} x {cfg.num_envs} envs | "
+  log(f"qsm_jax | {cfg.algo.upper()} | env {cfg.env} ({trainer.backend} backend) "
+      f"obs {trainer.obs_dim} act {trainer.act_dim} | {_agents_text(cfg)} x {cfg.num_envs} envs | "
       f"{cfg.updates_per_iteration} updates per vectorised step | "
       f"{num_devices} x {jax.devices()[0].platform} device(s)"
       + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""))
@@ -378,8 +382,8 @@ def train(cfg: TrainConfig, opts: RunOptions,
     checkpointer.close()
   if opts.write_plot and logger.rows and layout.is_main_process:
     png = os.path.join(run_dir, "learning_curve.png")
-    if plot_learning_curve(logger.rows, png, f"{cfg.algo.upper()} on {cfg.env} ({_agents_text(cfg)})",
-                           _groups(cfg)):
+    title = f"{cfg.algo.upper()} on {cfg.env} ({_agents_text(cfg)})"
+    if plot_learning_curve(logger.rows, png, title, _groups(cfg)):
       log(f"wrote {png}")
     else:
       log("matplotlib is not installed: no learning_curve.png (pip install -e '.[plot]')")

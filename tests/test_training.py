@@ -131,3 +131,14 @@ def test_sweep_agent_is_the_run_with_that_value(tmp_path):
   # ... and the other value really trained another agent from the same seed.
   assert any(not np.allclose(a, b, atol=1e-4) for a, b in
              zip(leaves(swept.train_state, 1), leaves(swept.train_state, 3)))
+
+
+def test_resume_of_a_run_saved_before_a_config_field_existed(tmp_path):
+  """A config.json without ``algo`` (older runs) reads as the default 'qsm' on resume."""
+  from qsm_jax.runner import RunOptions, train  # pylint: disable=import-outside-toplevel
+  saved = TINY_LOOP.to_dict()
+  del saved["algo"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  with pytest.raises(ValueError, match="algo: saved 'qsm' != requested 'sac'"):
+    train(dataclasses.replace(TINY_LOOP, algo="sac"),
+          RunOptions(run_dir=str(tmp_path), resume=True), log=lambda s: None)
