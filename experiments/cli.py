@@ -33,14 +33,13 @@ def load_for_rollouts(flag_values, agent):
   process with a one-line error.
   """
   from qsm_jax.evaluation import make_eval_env  # pylint: disable=import-outside-toplevel
+  from qsm_jax.algorithms import check_temperature  # pylint: disable=import-outside-toplevel
   from qsm_jax.loading import load_run  # pylint: disable=import-outside-toplevel
   try:
     if flag_values.temperature is not None and flag_values.temperature < 0:
       raise ValueError(f"--temperature must be >= 0, got {flag_values.temperature}")
     run = load_run(flag_values.run_dir, flag_values.step)
-    if flag_values.temperature is not None and run.config.algo != "qsm":
-      raise ValueError(f"--temperature is a setting of QSM's sampler; this is a "
-                       f"{run.config.algo} run")
+    check_temperature(run.config.algo, flag_values.temperature)
     indices = list(range(run.config.num_agents)) if agent is None else [agent]
     agents = [run.agent(i) for i in indices]
     env = make_eval_env(run.config, agents[0].obs_dim, agents[0].act_dim, flag_values.env,

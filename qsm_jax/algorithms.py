@@ -43,15 +43,24 @@ def get_algorithm(name: str) -> Algorithm:
   return ALGORITHMS[name]
 
 
+def check_temperature(algo: str, temperature: Optional[float]) -> None:
+  """ValueError unless ``temperature`` is None or a valid setting of ``algo``'s policy:
+  it scales QSM's DDPM sampler noise; SAC and TD3 have no sampler."""
+  if temperature is None:
+    return
+  if algo != "qsm":
+    raise ValueError(f"temperature is a setting of QSM's sampler; this is a {algo} policy")
+  if temperature < 0:
+    raise ValueError(f"temperature must be >= 0, got {temperature}")
+
+
 def act(state, obs: jax.Array, key: jax.Array, explore: bool = False,
         temperature: Optional[float] = None) -> jax.Array:
   """Actions of any algorithm's state; ``temperature`` (the DDPM sampler's) is QSM's only."""
-  if isinstance(state, QSMState):
-    return sample_actions(state, obs, key, explore=explore, temperature=temperature)
   for algorithm in ALGORITHMS.values():
     if isinstance(state, algorithm.state_type):
-      if temperature is not None:
-        raise ValueError(f"temperature is a setting of QSM's sampler; {algorithm.name} "
-                         "policies have none")
+      check_temperature(algorithm.name, temperature)
+      if algorithm.name == "qsm":
+        return sample_actions(state, obs, key, explore=explore, temperature=temperature)
       return algorithm.act(state, obs, key, explore=explore)
   raise TypeError(f"not an agent state of qsm_jax: {type(state).__name__}")

@@ -18,7 +18,7 @@ import numpy as np
 
 from qsm_jax.checkpoint import FORMAT_VERSION, Checkpointer
 from qsm_jax.algorithms import act as agent_act
-from qsm_jax.algorithms import get_algorithm
+from qsm_jax.algorithms import check_temperature, get_algorithm
 from qsm_jax.training import TrainConfig
 
 
@@ -205,8 +205,6 @@ def load_policy(path: str, agent: int = 0, step: Optional[int] = None, explore: 
     CheckpointError (a ValueError) for a missing, corrupt or incompatible checkpoint.
   """
   run = load_run(path, step)
-  if temperature is not None and run.config.algo != "qsm":
-    raise ValueError(f"temperature is a setting of QSM's sampler; this is a "
-                     f"{run.config.algo} run")
+  check_temperature(run.config.algo, temperature)
   return Policy(agent=run.agent(agent), config=run.config, env_steps=run.env_steps,
                 explore=explore, temperature=temperature)
