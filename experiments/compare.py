@@ -215,8 +215,9 @@ def run_algo(cfg, algo: str, run_dir: str, action: str, log: Callable[[str], Non
 # ---------------------------------------------------------------- summary and plot
 
 def total_wall_s(rows: list[dict]) -> list[Optional[float]]:
-  """Each row's wall-clock time since the run began, over resumed sessions: a resumed
-  run's clock restarts (its rows' wall_s drop), so earlier sessions' times are added."""
+  """Each row's wall-clock time since the run began, over resumed sessions. The runner
+  now continues the clock on resume; in folders written before that, a resumed run's
+  wall_s restarts (drops), and the earlier sessions' times are added here."""
   out, offset, prev = [], 0.0, None
   for r in rows:
     wall = r.get("wall_s")

@@ -310,6 +310,8 @@ def train(cfg: TrainConfig, opts: RunOptions,
     log(f"no checkpoint in {ckpt_dir}: starting from scratch")
   logger = _Logger(run_dir, keep_up_to=start_step if start_step is not None else -1,
                    write_files=layout.is_main_process)
+  # A resumed run's clock continues from its last kept row, so wall_s never steps back.
+  wall_offset = logger.rows[-1]["wall_s"] if logger.rows else 0.0
   mem = memory_report(ts)
   log("memory: " + ", ".join(f"{k[:-6]} {v / 2**20:.1f} MiB" for k, v in mem.items()))
   if start_step is None:
@@ -353,7 +355,7 @@ def train(cfg: TrainConfig, opts: RunOptions,
       last_chunk = chunk == cfg.num_chunks - 1
       if _crossed(prev_steps, env_steps, cfg.eval_every) or last_chunk:
         metrics.update(jax.device_get(eval_fn(ts.agent, _eval_keys(cfg, env_steps))))
-      row = {"env_steps": env_steps, "wall_s": round(time.time() - t0, 3),
+      row = {"env_steps": env_steps, "wall_s": round(wall_offset + time.time() - t0, 3),
              "chunk_s": round(dt, 4),
              "env_steps_per_s": cfg.chunk_env_steps * cfg.num_agents / dt,
              "updates_per_s": cfg.iterations_per_chunk * cfg.updates_per_iteration

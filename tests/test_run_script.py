@@ -105,6 +105,8 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     np.testing.assert_array_equal(a, b)
   rows = [json.loads(l) for l in (killed / "metrics.jsonl").read_text().splitlines()]
   assert [r["env_steps"] for r in rows] == list(range(80, 441, 40))  # no gap, no duplicate
+  walls = [r["wall_s"] for r in rows]
+  assert walls == sorted(walls)  # the resumed session's clock continues the first one's
 
 
 def test_leftover_partial_checkpoint_does_not_hide_the_last_good_one(tmp_path):
