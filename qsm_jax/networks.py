@@ -9,7 +9,7 @@ by vmapping ``init`` / ``apply`` of a single critic: see ``qsm_jax.state``.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -19,8 +19,16 @@ default_init = nn.initializers.xavier_uniform
 
 
 def mish(x: jax.Array) -> jax.Array:
-  """Mish activation: x * tanh(softplus(x))."""
-  return x * jnp.tanh(jax.nn.softplus(x))
+  """Mish activation, x * tanh(softplus(x)), with one exp instead of exp, log1p and tanh.
+
+  With w = e^x, tanh(log(1 + w)) = n / (n + 2) where n = w (w + 2). Above x = 20 that
+  ratio is 1 in float32, so w is capped there and nothing overflows. Equal to the
+  textbook form to float32 rounding, and so is its gradient (by autodiff); about 40%
+  less activation work, which is a tenth of an update at the spec's sizes on CPU.
+  """
+  w = jnp.exp(jnp.minimum(x, 20.0))
+  n = w * (w + 2.0)
+  return x * (n / (n + 2.0))
 
 
 class MLP(nn.Module):
@@ -29,12 +37,40 @@ class MLP(nn.Module):
   activation: Callable[[jax.Array], jax.Array] = nn.relu
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, extra: Optional[jax.Array] = None,
+               extra_rows: Optional[jax.Array] = None) -> jax.Array:
+    """MLP(x), or MLP([x, extra]) with the first layer a ``ConcatDense`` when extra is given."""
     for i, width in enumerate(self.features):
-      x = nn.Dense(width, kernel_init=default_init())(x)
+      if i == 0 and extra is not None:
+        x = ConcatDense(width, name="Dense_0")(x, extra, extra_rows)
+      else:
+        x = nn.Dense(width, kernel_init=default_init(), name=f"Dense_{i}")(x)
       if i + 1 < len(self.features):
         x = self.activation(x)
     return x
+
+
+class ConcatDense(nn.Module):
+  """``nn.Dense`` on ``[x, extra]`` (same parameters), as x @ K_x + extra @ K_e + b.
+
+  ``extra`` may hold fewer rows than ``x``: then ``extra_rows`` (B,) int picks row
+  ``extra_rows[i]`` of ``extra @ K_e`` for row i, so a part shared by many rows (the
+  time embedding of T diffusion steps) is multiplied once per distinct value, not once
+  per row.
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, extra: jax.Array,
+               extra_rows: Optional[jax.Array] = None) -> jax.Array:
+    nx = x.shape[-1]
+    kernel = self.param("kernel", default_init(), (nx + extra.shape[-1], self.features),
+                        jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    e = extra @ kernel[nx:]
+    if extra_rows is not None:
+      e = jnp.take(e, extra_rows, axis=0)  # out-of-range rows give NaN (jnp.take's fill)
+    return x @ kernel[:nx] + e + bias
 
 
 class FourierFeatures(nn.Module):
@@ -50,18 +86,34 @@ class FourierFeatures(nn.Module):
 
 
 class NoiseModel(nn.Module):
-  """eps_theta(s, a_t, t): time embedding -> mish MLP, then mish MLP on [a_t, s, emb]."""
+  """eps_theta(s, a_t, t): time embedding -> mish MLP, then mish MLP on [a_t, s, emb].
+
+  Attributes:
+    act_dim: action size (the output width).
+    hidden, time_hidden, fourier_size: the main MLP, the time MLP, the Fourier features.
+    num_steps: None, or T: then ``t`` must hold integer steps in [0, T), as QSM's
+      sampler and actor loss pass. The time embedding and its share of the first layer
+      are computed for the T steps once per call and picked per row, instead of once per
+      row (up to a quarter of the noise model's FLOPs at the spec's sizes). The same
+      function, to float32 rounding, with the same parameters.
+  """
   act_dim: int
   hidden: Sequence[int] = (512, 512)
   time_hidden: Sequence[int] = (128, 128)
   fourier_size: int = 64
+  num_steps: Optional[int] = None
 
   @nn.compact
   def __call__(self, obs: jax.Array, noisy_action: jax.Array, t: jax.Array) -> jax.Array:
-    emb = FourierFeatures(self.fourier_size)(t)
-    emb = MLP(tuple(self.time_hidden), activation=mish)(emb)
-    x = jnp.concatenate([noisy_action, obs, emb], axis=-1)
-    return MLP((*self.hidden, self.act_dim), activation=mish)(x)
+    if self.num_steps is None:
+      steps, rows = t, None
+    else:
+      steps = jnp.arange(self.num_steps, dtype=jnp.float32)[:, None]
+      rows = t[..., 0].astype(jnp.int32)
+    emb = FourierFeatures(self.fourier_size, name="FourierFeatures_0")(steps)
+    emb = MLP(tuple(self.time_hidden), activation=mish, name="MLP_0")(emb)
+    x = jnp.concatenate([noisy_action, obs], axis=-1)
+    return MLP((*self.hidden, self.act_dim), activation=mish, name="MLP_1")(x, emb, rows)
 
 
 class Critic(nn.Module):

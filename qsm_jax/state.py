@@ -70,7 +70,8 @@ def ensemble_apply(critic: nn.Module, params: Params, obs: jax.Array,
 def default_networks(config: QSMConfig, act_dim: int) -> tuple[NoiseModel, Critic]:
   """The authors' noise model and critic at the sizes in ``config``."""
   noise_model = NoiseModel(act_dim=act_dim, hidden=config.actor_hidden,
-                           time_hidden=config.time_hidden, fourier_size=config.fourier_size)
+                           time_hidden=config.time_hidden, fourier_size=config.fourier_size,
+                           num_steps=config.T)
   return noise_model, Critic(hidden=config.critic_hidden)
 
 
