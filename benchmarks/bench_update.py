@@ -44,20 +44,28 @@ def _dense(in_dim, widths):
 def update_flops(cfg: q.QSMConfig, obs_dim: int, act_dim: int, batch: int) -> dict:
   """Matmul FLOPs of one QSM update (2 per multiply-add) by phase, counted from layer sizes.
 
-  Elementwise work (activations, Adam, the sampler's arithmetic) is left out: it is a few
-  percent and not what a matmul peak measures.
+  The noise model's per-row layers run on every row; its time path (Fourier features,
+  time MLP and the embedding's rows of the first layer) runs on the T diffusion steps
+  once per call (``NoiseModel(num_steps=T)``, mirrored in torch_qsm). Elementwise work
+  (activations, Adam, the sampler's arithmetic) is left out: it is a few percent and not
+  what a matmul peak measures.
   """
-  fwd = lambda layers: sum(2 * batch * i * o for i, o in layers)
-  noise = ([(1, cfg.fourier_size // 2)] + _dense(cfg.fourier_size, cfg.time_hidden)
-           + _dense(act_dim + obs_dim + cfg.time_hidden[-1], (*cfg.actor_hidden, act_dim)))
+  fwd = lambda rows, layers: sum(2 * rows * i * o for i, o in layers)
+  hidden = cfg.actor_hidden
+  noise_rows = _dense(act_dim + obs_dim, (*hidden, act_dim))
+  noise_steps = ([(1, cfg.fourier_size // 2)] + _dense(cfg.fourier_size, cfg.time_hidden)
+                 + [(cfg.time_hidden[-1], hidden[0])])
+  noise = lambda passes: passes * fwd(batch, noise_rows) + passes * fwd(cfg.T, noise_steps)
   critic = _dense(obs_dim + act_dim, (*cfg.critic_hidden, 1))
   e = cfg.num_critics
   return {
-      "sampler": cfg.T * fwd(noise),                            # T noise-model passes at s'
-      "target": e * fwd(critic),                                # target critics at (s', a')
-      "critic_step": e * (2 * fwd(critic) + fwd(critic[1:])),   # fwd, weight grads, input grads
-      "grad_q": e * 2 * fwd(critic),                            # fwd, input grads down to a
-      "actor_step": 2 * fwd(noise) + fwd(noise[1:]),            # fwd, weight grads, input grads
+      "sampler": cfg.T * noise(1),                              # T noise-model passes at s'
+      "target": e * fwd(batch, critic),                         # target critics at (s', a')
+      "critic_step": e * (2 * fwd(batch, critic) + fwd(batch, critic[1:])),  # fwd, weight
+                                                                # grads, input grads
+      "grad_q": e * 2 * fwd(batch, critic),                     # fwd, input grads down to a
+      "actor_step": noise(3) - fwd(batch, noise_rows[:1]),      # fwd, weight grads, input
+                                                                # grads (none into the input)
   }
 
 

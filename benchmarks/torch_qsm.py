@@ -127,7 +127,13 @@ class FourierFeatures(nn.Module):
 
 
 class NoiseModel(nn.Module):
-  """eps_theta(s, a_t, t): Fourier time features -> mish MLP; mish MLP on [a_t, s, emb]."""
+  """eps_theta(s, a_t, t): Fourier time features -> mish MLP; mish MLP on [a_t, s, emb].
+
+  As qsm_jax's ``NoiseModel(num_steps=T)``: ``t`` holds integer steps in [0, T), so the
+  time embedding and its share of the first layer are computed for the T steps once per
+  call and picked per row (the same function; what qsm_jax does, so both run the same
+  FLOPs).
+  """
 
   def __init__(self, cfg: TorchQSMConfig):
     super().__init__()
@@ -135,11 +141,19 @@ class NoiseModel(nn.Module):
     self.time_mlp = MLP(cfg.fourier_size, cfg.time_hidden, F.mish)
     in_dim = cfg.act_dim + cfg.obs_dim + cfg.time_hidden[-1]
     self.mlp = MLP(in_dim, (*cfg.actor_hidden, cfg.act_dim), F.mish)
+    self.register_buffer("steps", torch.arange(cfg.T, dtype=torch.float32)[:, None])
 
   def forward(self, obs: torch.Tensor, noisy_action: torch.Tensor,
               t: torch.Tensor) -> torch.Tensor:
-    emb = self.time_mlp(self.fourier(t))
-    return self.mlp(torch.cat([noisy_action, obs, emb], dim=-1))
+    emb = self.time_mlp(self.fourier(self.steps))                    # (T, E)
+    first, rest = self.mlp.layers[0], self.mlp.layers[1:]
+    x = torch.cat([noisy_action, obs], dim=-1)
+    nx = x.shape[-1]
+    step_part = F.linear(emb, first.weight[:, nx:])                   # (T, H)
+    x = F.linear(x, first.weight[:, :nx], first.bias) + step_part[t[:, 0].long()]
+    for layer in rest:
+      x = layer(F.mish(x))
+    return x
 
 
 class EnsembleLinear(nn.Module):
