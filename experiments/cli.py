@@ -1,14 +1,18 @@
 """What the experiment scripts share: one-line errors, and how evaluate.py and render.py load a policy."""
+import contextlib
+import io
 import os
 import sys
 
 
 def fail(message) -> None:
-  """Prints ``error: <message>`` as one line on stderr and exits with status 1."""
-  print(f"error: {message}", file=sys.stderr, flush=True)
+  """Writes ``error: <message>`` as one line on stderr and exits with status 1."""
   sys.stdout.flush()
-  # os._exit: after a failed checkpoint restore, orbax's background threads print
-  # tracebacks while the interpreter shuts down; there is nothing else to clean up.
+  sys.stderr.flush()
+  # One write to the file descriptor, then os._exit: after a failed checkpoint restore,
+  # tensorstore's threads finish the reads still in flight and print tracebacks (their
+  # event loop is closed) at any moment, even in the middle of a print().
+  os.write(2, f"error: {message}\n".encode())
   os._exit(1)  # pylint: disable=protected-access
 
 
@@ -35,15 +39,21 @@ def load_for_rollouts(flag_values, agent):
   from qsm_jax.evaluation import make_eval_env  # pylint: disable=import-outside-toplevel
   from qsm_jax.algorithms import check_temperature  # pylint: disable=import-outside-toplevel
   from qsm_jax.loading import load_run  # pylint: disable=import-outside-toplevel
-  try:
-    if flag_values.temperature is not None and flag_values.temperature < 0:
-      raise ValueError(f"--temperature must be >= 0, got {flag_values.temperature}")
-    run = load_run(flag_values.run_dir, flag_values.step)
-    check_temperature(run.config.algo, flag_values.temperature)
-    indices = list(range(run.config.num_agents)) if agent is None else [agent]
-    agents = [run.agent(i) for i in indices]
-    env = make_eval_env(run.config, agents[0].obs_dim, agents[0].act_dim, flag_values.env,
-                        flag_values.backend, flag_values.episode_length)
-  except ValueError as e:
-    fail(e)
+  # What Python code prints to stderr while loading is held back: after a failed restore
+  # it is tensorstore's tracebacks (see fail), which must not bury the one-line error;
+  # after a successful one it is passed on.
+  held = io.StringIO()
+  with contextlib.redirect_stderr(held):
+    try:
+      if flag_values.temperature is not None and flag_values.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0, got {flag_values.temperature}")
+      run = load_run(flag_values.run_dir, flag_values.step)
+      check_temperature(run.config.algo, flag_values.temperature)
+      indices = list(range(run.config.num_agents)) if agent is None else [agent]
+      agents = [run.agent(i) for i in indices]
+      env = make_eval_env(run.config, agents[0].obs_dim, agents[0].act_dim, flag_values.env,
+                          flag_values.backend, flag_values.episode_length)
+    except ValueError as e:
+      fail(e)  # exits with stderr still redirected: late tracebacks go to `held`
+  sys.stderr.write(held.getvalue())
   return run, indices, agents, env
