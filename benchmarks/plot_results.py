@@ -32,6 +32,9 @@ def plot(update_json: str, train_json: str, out_png: str) -> None:
                  marker="o", color=colors[impl], label=f"{impl} ({size})")
   ax1.set(xscale="log", yscale="log", xlabel="batch size", ylabel="QSM updates / s",
           title="one QSM update (ant dims): spec 512-wide solid, 256-wide dashed")
+  batches = sorted({r["batch"] for r in upd["rows"]})
+  ax1.set_xticks(batches, [str(b) for b in batches], minor=False)
+  ax1.set_xticks([], minor=True)
   ax1.grid(alpha=0.3, which="both")
   ax1.legend(fontsize=7)
 
@@ -45,8 +48,13 @@ def plot(update_json: str, train_json: str, out_png: str) -> None:
                  STYLE[size], marker="o", color=f"C{i}", label=f"{impl} ({size})")
   ax2.set(xscale="log", yscale="log", xlabel="num_envs (utd 1: num_envs updates per step)",
           ylabel="env steps / s (= updates / s)", title="end-to-end training, ant")
+  envs = sorted({r["num_envs"] for r in trn["rows"]})
+  ax2.set_xticks(envs, [str(n) for n in envs], minor=False)
+  ax2.set_xticks([], minor=True)
   ax2.grid(alpha=0.3, which="both")
-  ax2.legend(fontsize=7)
+  lo, hi = ax2.get_ylim()
+  ax2.set_ylim(lo, hi * 3)  # headroom for the legend above the curves
+  ax2.legend(fontsize=7, loc="upper center", ncol=2)
   m = upd["machine"]
   fig.suptitle(f"{m['cpu']}, {m['cpu_cores']} cores, GPU: {m['gpu'] or 'none'} | "
                f"jax {m['jax']}, torch {m['torch']}", fontsize=9)

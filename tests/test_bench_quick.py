@@ -46,3 +46,32 @@ def test_bench_train_quick(tmp_path):
   for r in rows.values():
     assert r["env_steps_per_s"] > 0
     assert r["updates_per_s"] == pytest.approx(r["env_steps_per_s"])
+
+
+def test_flop_count_matches_xla_cost_analysis():
+  """bench_update's FLOPs (the "% peak" numerator) agree with XLA's own count of the update.
+
+  XLA counts a while loop's body once (the T-step sampler as one step) and adds the
+  elementwise work, so it may exceed the matmul count by a few percent, never fall short.
+  """
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import jax  # pylint: disable=import-outside-toplevel
+  import qsm_jax as q  # pylint: disable=import-outside-toplevel
+  from bench_update import ACT_DIM, OBS_DIM, SIZES, random_batch, update_flops, xla_flops  # pylint: disable=import-outside-toplevel
+  for size, batch_size in (("spec", 256), ("small", 1024)):
+    cfg = SIZES[size]
+    state = q.init_state(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM, config=cfg)
+    batch = random_batch(jax.random.PRNGKey(1), batch_size)
+    compiled = q.qsm_update.lower(state, batch, jax.random.PRNGKey(2)).compile()
+    parts = update_flops(cfg, OBS_DIM, ACT_DIM, batch_size)
+    counted = sum(parts.values()) - parts["sampler"] * (cfg.T - 1) / cfg.T
+    assert 1.0 <= xla_flops(compiled) / counted < 1.05, (size, xla_flops(compiled), counted)
+
+
+def test_profile_update_runs(tmp_path):
+  proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_update.py"),
+                         "--size", "small", "--updates", "2"], cwd=tmp_path,
+                        capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert "matmuls (dot)" in proc.stdout
+  assert "critic, hidden                   256x256x256" in proc.stdout
