@@ -1,6 +1,6 @@
 """Plots the benchmarks' JSON output: updates/s vs batch size, env steps/s vs num_envs.
 
-  python benchmarks/plot_results.py update.json train.json benchmarks/throughput_cpu.png
+  python benchmarks/plot_results.py update.json train.json benchmarks/throughput_cpu_1201.png
 """
 from __future__ import annotations
 

@@ -23,8 +23,8 @@ def mish(x: jax.Array) -> jax.Array:
 
   With w = e^x, tanh(log(1 + w)) = n / (n + 2) where n = w (w + 2). Above x = 20 that
   ratio is 1 in float32, so w is capped there and nothing overflows. Equal to the
-  textbook form to float32 rounding, and so is its gradient (by autodiff); about 40%
-  less activation work, which is a tenth of an update at the spec's sizes on CPU.
+  textbook form to float32 rounding, and so is its gradient (by autodiff). A QSM update
+  ran 10-24% faster with it on CPU (benchmarks/RESULTS.md).
   """
   w = jnp.exp(jnp.minimum(x, 20.0))
   n = w * (w + 2.0)
@@ -94,8 +94,8 @@ class NoiseModel(nn.Module):
     num_steps: None, or T: then ``t`` must hold integer steps in [0, T), as QSM's
       sampler and actor loss pass. The time embedding and its share of the first layer
       are computed for the T steps once per call and picked per row, instead of once per
-      row (up to a quarter of the noise model's FLOPs at the spec's sizes). The same
-      function, to float32 rounding, with the same parameters.
+      row: a quarter of the noise model's FLOPs at the spec's sizes, 43% at 256 wide.
+      The same function, to float32 rounding, with the same parameters.
   """
   act_dim: int
   hidden: Sequence[int] = (512, 512)
