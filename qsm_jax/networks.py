@@ -56,7 +56,7 @@ class ConcatDense(nn.Module):
   ``extra`` may hold fewer rows than ``x``: then ``extra_rows`` (B,) int picks row
   ``extra_rows[i]`` of ``extra @ K_e`` for row i, so a part shared by many rows (the
   time embedding of T diffusion steps) is multiplied once per distinct value, not once
-  per row.
+  per row. A row index outside [0, len(extra)) gives NaN outputs.
   """
   features: int
 
@@ -69,7 +69,9 @@ class ConcatDense(nn.Module):
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
     e = extra @ kernel[nx:]
     if extra_rows is not None:
-      e = jnp.take(e, extra_rows, axis=0)  # out-of-range rows give NaN (jnp.take's fill)
+      # A row outside [0, len(extra)) gives NaN, instead of wrapping around silently.
+      rows = jnp.where(extra_rows < 0, extra.shape[0], extra_rows)
+      e = jnp.take(e, rows, axis=0, mode="fill", fill_value=jnp.nan)
     return x @ kernel[:nx] + e + bias
 
 
@@ -92,7 +94,8 @@ class NoiseModel(nn.Module):
     act_dim: action size (the output width).
     hidden, time_hidden, fourier_size: the main MLP, the time MLP, the Fourier features.
     num_steps: None, or T: then ``t`` must hold integer steps in [0, T), as QSM's
-      sampler and actor loss pass. The time embedding and its share of the first layer
+      sampler and actor loss pass (a step outside gives NaN; a fractional one is
+      truncated). The time embedding and its share of the first layer
       are computed for the T steps once per call and picked per row, instead of once per
       row: a quarter of the noise model's FLOPs at the spec's sizes, 43% at 256 wide.
       The same function, to float32 rounding, with the same parameters.

@@ -42,8 +42,10 @@ def test_concat_dense_is_dense_on_the_concatenation():
   params = ConcatDense(4).init(jax.random.PRNGKey(2), x, extra)
   dense = nn.Dense(4, kernel_init=nn.initializers.xavier_uniform())
   # Same parameter tree and the same initial values as a Dense on 5 inputs.
-  assert jax.tree.map(jnp.shape, params) == jax.tree.map(
-      jnp.shape, dense.init(jax.random.PRNGKey(2), jnp.concatenate([x, extra], -1)))
+  dense_params = dense.init(jax.random.PRNGKey(2), jnp.concatenate([x, extra], -1))
+  assert jax.tree.structure(params) == jax.tree.structure(dense_params)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(dense_params)):
+    np.testing.assert_array_equal(a, b)
   params = jax.tree.map(lambda p: p + 0.1, params)  # a nonzero bias too
   want = dense.apply(params, jnp.concatenate([x, extra], -1))
   np.testing.assert_allclose(ConcatDense(4).apply(params, x, extra), want, rtol=1e-6)
@@ -77,8 +79,8 @@ def test_noise_model_step_table_is_the_per_row_model(hidden):
   for a, b in zip(jax.tree.leaves(loss(per_row)), jax.tree.leaves(loss(table))):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
   # A step outside [0, T) cannot silently pick a wrong row.
-  bad = table.apply(params, obs[:1], x[:1], jnp.full((1, 1), float(T)))
-  assert np.all(np.isnan(bad))
+  bad = table.apply(params, obs[:3], x[:3], jnp.array([[float(T)], [-1.0], [1.0]]))
+  assert np.all(np.isnan(bad[:2])) and np.all(np.isfinite(bad[2]))
 
 
 def test_default_networks_use_the_step_table():
