@@ -4,10 +4,13 @@
       --num_seeds=3 --out=experiments/results/inverted_pendulum
   python experiments/compare.py ... --total_steps=50000       # flags override the preset
   python experiments/compare.py --out=experiments/results/inverted_pendulum --plot_only
+  python experiments/compare.py --env=hopper --algos=qsm,qsm_paper --reward_scales=0.1,1,10,100
 
 Every algorithm runs from the SAME TrainConfig (the env's preset, qsm_jax/presets.py,
 overridden by the given flags), differing only in ``algo``, each in ``<out>/<algo>/``:
   qsm, sac, td3   one ``qsm_jax.runner.train`` call each, all seeds vmapped in one program;
+  qsm_paper       the same for QSM in the paper's form (fixed -M_q grad_a Q, M_q 50:
+                  qsm_jax/presets.py PAPER_FORM) on the same preset;
   brax_sac        Brax's own SAC trainer (experiments/brax_sac.py), the seeds one after
                   another, the external reference for our sac.
 An algorithm whose folder already holds a complete run with the same settings is skipped
@@ -23,6 +26,9 @@ compilation and evals included, all seeds; a resumed run adds up its sessions), 
 training time without compilation where it can be told apart, and the env steps /
 wall-clock time at which the mean curve first reaches --fraction (0.9) of the best
 mean-curve point of all algorithms in the comparison.
+With --reward_scales=0.1,1,10,100 the whole comparison runs once per reward scale, in
+<out>/reward_scale_<s>/, and <out>/reward_scale.png / .md / .json put each algorithm's
+final eval return (env units) against the scale.
 """
 from __future__ import annotations
 
@@ -41,10 +47,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # pylint: disable=wrong-import-position
 
-ALL_ALGOS = ("qsm", "sac", "td3", "brax_sac")
+ALL_ALGOS = ("qsm", "qsm_paper", "sac", "td3", "brax_sac")
 BRAX = "brax_sac"
-COLORS = {"qsm": "C0", "sac": "C1", "td3": "C2", "brax_sac": "C3"}
-LINESTYLES = {"brax_sac": "--"}
+COLORS = {"qsm": "C0", "qsm_paper": "C4", "sac": "C1", "td3": "C2", "brax_sac": "C3"}
+LINESTYLES = {"brax_sac": "--", "qsm_paper": "-."}
 # Settings that may differ between a saved run and the request without a rerun: they do
 # not change the result up to the saved run's end (qsm_jax.runner.RESUMABLE_CHANGES).
 RESUMABLE_CHANGES = ("total_steps", "eval_every", "num_eval_envs")
@@ -59,9 +65,10 @@ class CompareError(ValueError):
 # ---------------------------------------------------------------- algorithms and config
 
 def our_algos() -> tuple:
-  """The algorithms qsm_jax's runner can train (TrainConfig.algo values)."""
+  """What qsm_jax's runner can train: TrainConfig.algo values and QSM variants."""
   from qsm_jax.algorithms import ALGORITHMS  # pylint: disable=import-outside-toplevel
-  return tuple(ALGORITHMS)
+  from qsm_jax.presets import QSM_VARIANTS  # pylint: disable=import-outside-toplevel
+  return tuple(ALGORITHMS) + tuple(QSM_VARIANTS)
 
 
 def parse_algos(text: str) -> list[str]:
@@ -81,8 +88,14 @@ def parse_algos(text: str) -> list[str]:
 
 
 def algo_config(cfg, algo: str):
-  """``cfg`` for ``algo`` (brax_sac reads the shared config as it is)."""
-  return cfg if algo == BRAX else dataclasses.replace(cfg, algo=algo)
+  """``cfg`` for ``algo`` (brax_sac reads the shared config as it is; a QSM variant such
+  as qsm_paper is QSM with the variant's settings, qsm_jax/presets.py QSM_VARIANTS)."""
+  from qsm_jax.presets import QSM_VARIANTS, apply_variant  # pylint: disable=import-outside-toplevel
+  if algo == BRAX:
+    return cfg
+  if algo in QSM_VARIANTS:
+    return apply_variant(cfg, algo)
+  return dataclasses.replace(cfg, algo=algo)
 
 
 # ---------------------------------------------------------------- run folders
@@ -449,6 +462,95 @@ def existing_run_dirs(out: str, algos: Optional[list[str]] = None) -> dict:
           if os.path.exists(os.path.join(out, n, "metrics.jsonl"))}
 
 
+# ---------------------------------------------------------------- reward scale
+
+def reward_scale_dir(out: str, scale: float) -> str:
+  """The comparison folder of one --reward_scales value."""
+  return os.path.join(out, f"reward_scale_{scale:g}")
+
+
+def parse_scales(values) -> list[float]:
+  """['0.1', '1'] -> [0.1, 1.0]; CompareError unless positive, finite and distinct."""
+  try:
+    scales = [float(v) for v in values]
+  except ValueError as e:
+    raise CompareError(f"--reward_scales must be numbers, got {','.join(values)}") from e
+  if not scales or any(not (math.isfinite(v) and v > 0) for v in scales):
+    raise CompareError(f"--reward_scales must be positive numbers, got {','.join(values)}")
+  if len(set(scales)) != len(scales):
+    raise CompareError(f"--reward_scales: a value is given twice in {','.join(values)}")
+  return scales
+
+
+def reward_scale_summary(out: str, scales: list[float], algos: list[str],
+                         fraction: float = 0.9) -> dict:
+  """{algo: {"scales", "final_means", "final_stds", "worst_over_best"}}: each algorithm's
+  final eval return (in the env's units: evaluation never scales rewards) per reward scale.
+  worst_over_best is the lowest mean over the highest (for positive returns); None where
+  a scale has no finished run."""
+  result = {}
+  for algo in algos:
+    means, stds = [], []
+    for scale in scales:
+      run_dir = os.path.join(reward_scale_dir(out, scale), algo)
+      s = summarise({algo: run_dir}, fraction)["algos"][algo] if os.path.isdir(run_dir) else {}
+      means.append(s.get("final_return_mean"))
+      stds.append(s.get("final_return_std"))
+    known = [m for m in means if m is not None]
+    ratio = (min(known) / max(known) if len(known) == len(means) and known and max(known) > 0
+             else None)
+    result[algo] = {"scales": scales, "final_means": means, "final_stds": stds,
+                    "worst_over_best": ratio}
+  return result
+
+
+def write_reward_scale_report(out: str, scales: list[float], algos: list[str], env: str,
+                              fraction: float = 0.9, log: Callable[[str], None] = print) -> dict:
+  """reward_scale.md / .json / .png in ``out``: final return against --reward_scales."""
+  summary = reward_scale_summary(out, scales, algos, fraction)
+  head = " | ".join(f"x{v:g}" for v in scales)
+  lines = [f"# {env}: final eval return against the reward scale", "",
+           f"| algo | {head} | worst / best |", "|---|" + "---|" * (len(scales) + 1)]
+  for algo, s in summary.items():
+    cells = " | ".join(_fmt_ret(m, sd) for m, sd in zip(s["final_means"], s["final_stds"]))
+    ratio = s["worst_over_best"]
+    lines.append(f"| {algo} | {cells} | {'-' if ratio is None else f'{ratio:.2f}'} |")
+  lines += ["", "- rewards are multiplied by the scale before they enter the replay buffer; "
+            "returns are in the env's own units (evaluation does not scale them).",
+            "- each cell: mean ± std over seeds of the final eval return "
+            f"(the run folders are {os.path.basename(reward_scale_dir(out, scales[0]))}/<algo>, ...)."]
+  table = "\n".join(lines) + "\n"
+  with open(os.path.join(out, "reward_scale.md"), "w") as f:
+    f.write(table)
+  with open(os.path.join(out, "reward_scale.json"), "w") as f:
+    json.dump({"env": env, "algos": summary}, f, indent=2)
+  try:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (algo, s) in enumerate(summary.items()):
+      pts = [(x, m, sd or 0.0) for x, m, sd in zip(scales, s["final_means"], s["final_stds"])
+             if m is not None]
+      if pts:
+        x, m, sd = map(np.array, zip(*pts))
+        ax.errorbar(x, m, yerr=sd, color=COLORS.get(algo, f"C{5 + i}"), marker="o", capsize=3,
+                    lw=2, ls=LINESTYLES.get(algo, "-"), label=algo)
+    ax.set_xscale("log")
+    ax.set_xlabel("--reward_scale")
+    ax.set_ylabel("final eval return (env units)")
+    ax.set_title(f"{env}: final eval return vs reward scale (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "reward_scale.png"), dpi=110)
+    plt.close(fig)
+  except ImportError:
+    pass
+  log("\n" + table)
+  return summary
+
+
 # ---------------------------------------------------------------- command line
 
 def _define_flags():
@@ -460,6 +562,10 @@ def _define_flags():
   flags.DEFINE_bool("overwrite", False, "Retrain algorithms whose folders already hold a run.")
   flags.DEFINE_bool("plot_only", False, "Only re-plot and re-summarise the run folders in "
                     "--out (those named by --algos if given, any folder names).")
+  flags.DEFINE_list("reward_scales", None, "Train every algorithm at each of these reward "
+                    "scales (<out>/reward_scale_<s>/<algo>, each with its own curves and "
+                    "summary) and plot the final return against the scale "
+                    "(<out>/reward_scale.png, .md, .json).")
   flags.DEFINE_float("fraction", 0.9, "Steps/time to this fraction of the best mean return.")
   flags.DEFINE_integer("checkpoint_every", 50_000, "Env steps between checkpoints of the "
                        "qsm_jax runs (a stopped comparison resumes from them).")
@@ -497,7 +603,7 @@ def main(argv, override_names):
   try:
     if not 0 < fv.fraction <= 1:
       raise CompareError(f"--fraction must be in (0, 1], got {fv.fraction}")
-    if fv.plot_only:
+    if fv.plot_only and not fv.reward_scales:
       # Any folder names of --out (e.g. a renamed run), in the order given.
       algos = ([n.strip() for n in fv.algos.split(",") if n.strip()]
                if fv["algos"].present else None)
@@ -508,6 +614,11 @@ def main(argv, override_names):
                            + (f" for {', '.join(missing)}" if missing else ""))
       env = (read_config(next(iter(run_dirs.values()))) or {}).get("env", fv.env)
       write_report(out, run_dirs, env, fv.fraction, log)
+      return
+    if fv.plot_only and fv.reward_scales:
+      scales = parse_scales(fv.reward_scales)
+      algos = parse_algos(fv.algos)
+      write_reward_scale_report(out, scales, algos, fv.env, fv.fraction, log)
       return
     algos = parse_algos(fv.algos)
     overrides = {}
@@ -525,14 +636,25 @@ def main(argv, override_names):
     cfg = config_from_preset(fv.env, overrides)
     for algo in algos:
       algo_config(cfg, algo).validate()
-    steps = plan(out, algos, cfg, fv.overwrite)
-    log(f"compare | {fv.env} | {', '.join(algos)} | {cfg.num_seeds} seed(s) | "
-        f"{cfg.total_steps:,} env steps | {time.strftime('%Y-%m-%d %H:%M:%S')}")
-    for algo, run_dir, action, reason in steps:
-      log(f"== {algo}: {action}" + (f" ({reason})" if reason else "") + f" -> {run_dir}")
-      run_algo(cfg, algo, run_dir, action, log, fv.checkpoint_every)
-    write_report(out, {algo: run_dir for algo, run_dir, _, _ in steps}, cfg.env,
-                 fv.fraction, log)
+    # One comparison per reward scale (or just the one): all planned before anything
+    # runs, so a folder with other settings stops the command at once.
+    scales = parse_scales(fv.reward_scales) if fv.reward_scales else None
+    jobs = [(out, cfg)] if scales is None else [
+        (reward_scale_dir(out, v), dataclasses.replace(cfg, reward_scale=v)) for v in scales]
+    plans = [(job_out, job_cfg, plan(job_out, algos, job_cfg, fv.overwrite))
+             for job_out, job_cfg in jobs]
+    for job_out, job_cfg, steps in plans:
+      os.makedirs(job_out, exist_ok=True)
+      log(f"compare | {fv.env} | {', '.join(algos)} | {job_cfg.num_seeds} seed(s) | "
+          f"{job_cfg.total_steps:,} env steps | reward scale {job_cfg.reward_scale:g} | "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S')}")
+      for algo, run_dir, action, reason in steps:
+        log(f"== {algo}: {action}" + (f" ({reason})" if reason else "") + f" -> {run_dir}")
+        run_algo(job_cfg, algo, run_dir, action, log, fv.checkpoint_every)
+      write_report(job_out, {algo: run_dir for algo, run_dir, _, _ in steps}, job_cfg.env,
+                   fv.fraction, log)
+    if scales is not None:
+      write_reward_scale_report(out, scales, algos, cfg.env, fv.fraction, log)
   except ValueError as e:  # CompareError, invalid settings, config mismatches
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)

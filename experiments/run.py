@@ -2,7 +2,7 @@
 
   python experiments/run.py                      # inverted_pendulum, learns in minutes on CPU
   python experiments/run.py --env=ant            # the spec's settings on ant
-  python experiments/run.py --env=hopper --num_seeds=4 --M_q=20
+  python experiments/run.py --env=hopper --num_seeds=4 --M_q=2
   python experiments/run.py --sweep=M_q=1,5,20 --num_seeds=2   # 6 agents, one program
   python experiments/run.py --algo=sac --num_seeds=3          # a baseline, same loop and sizes
   python experiments/run.py --resume=runs/ant-20261127-120000   # continue a stopped run
@@ -44,6 +44,9 @@ flags.DEFINE_integer("num_processes", None, "Processes in the run (default: "
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1 "
                      "(default: $JAX_PROCESS_ID or cluster detection).")
 # Loop (TrainConfig).
+flags.DEFINE_bool("paper", False, "QSM in the paper's form (qsm_jax/presets.py PAPER_FORM: "
+                  "fixed -M_q grad_a Q with M_q 50, online critics, plain sampler) on top of "
+                  "the env's preset; other flags still override it.")
 flags.DEFINE_enum("algo", None, ["qsm", "sac", "td3"], "Algorithm (default qsm). The baselines "
                   "use the same loop, network widths, learning rates, gamma and tau.")
 flags.DEFINE_integer("episode_length", None, "Episode time limit (env steps).")
@@ -70,6 +73,15 @@ flags.DEFINE_integer("num_critics", None, "Critic ensemble size.")
 flags.DEFINE_list("actor_hidden", None, "Noise model MLP widths, e.g. 512,512.")
 flags.DEFINE_list("critic_hidden", None, "Critic MLP widths, e.g. 512,512.")
 flags.DEFINE_list("time_hidden", None, "Time-embedding MLP widths, e.g. 128,128.")
+flags.DEFINE_enum("score_scale", None, ["fixed", "batch", "running"], "Q-score target: "
+                  "fixed = -M_q grad_a Q (the paper's); batch / running = that divided by a "
+                  "batch / moving-average mean of |grad_a Q| (M_q then a step free of the "
+                  "reward's scale).")
+flags.DEFINE_float("score_norm_rate", None, "Moving-average rate of --score_scale=running.")
+flags.DEFINE_enum("score_critic", None, ["online", "target"], "Critics giving grad_a Q for "
+                  "the actor: the just-updated ones (the paper's) or their target copies.")
+flags.DEFINE_bool("clip_denoised", None, "Sampler steps through the predicted clean action, "
+                  "clipped to [-1, 1].")
 # QSMHyperparams (numeric).
 flags.DEFINE_float("M_q", None, "Scale of the Q-score target (the paper's alpha).")
 flags.DEFINE_float("gamma", None, "Discount.")
@@ -85,7 +97,8 @@ LOOP_FLAGS = ("algo", "backend", "episode_length", "action_repeat", "num_envs", 
               "total_steps", "warmup_steps", "utd", "batch_size", "buffer_size",
               "reward_scale", "log_every", "eval_every", "seed", "num_seeds")
 QSM_FLAGS = ("T", "beta_schedule", "clip_sampler", "num_critics", "actor_hidden",
-             "critic_hidden", "time_hidden")
+             "critic_hidden", "time_hidden", "score_scale", "score_norm_rate", "score_critic",
+             "clip_denoised")
 HPARAM_FLAGS = ("M_q", "gamma", "tau", "actor_lr", "actor_lr_decay_steps", "critic_lr",
                 "target_noise", "exploration_noise", "temperature")
 
@@ -115,7 +128,7 @@ def parse_sweep(text):
 
 def build_config(base=None):
   """TrainConfig from the env preset (or a saved config), overridden by the given flags."""
-  from qsm_jax.presets import preset  # pylint: disable=import-outside-toplevel
+  from qsm_jax.presets import PAPER_FORM, apply_override, preset  # pylint: disable=import-outside-toplevel
   from qsm_jax.training import TrainConfig  # pylint: disable=import-outside-toplevel
   if base is None:
     settings = preset(FLAGS.env)
@@ -123,6 +136,8 @@ def build_config(base=None):
     settings["seed"] = 0
   else:
     settings = base
+  if FLAGS.paper:
+    settings = apply_override(settings, PAPER_FORM)
   settings.update({n: _flag_value(n) for n in LOOP_FLAGS if _given(n)})
   if _given("env"):
     settings["env"] = FLAGS.env

@@ -14,7 +14,8 @@ import orbax.checkpoint as ocp
 
 # Layout version of what ``save`` writes (state / replay / meta items, meta fields).
 # A reader refuses checkpoints newer than the version it knows.
-FORMAT_VERSION = 1
+# 2: QSMState gained score_norm (the running |grad_a Q| of score_scale='running').
+FORMAT_VERSION = 2
 
 
 class Checkpointer:

@@ -16,6 +16,15 @@ import jax.numpy as jnp
 
 from qsm_jax.diffusion import BETA_SCHEDULES
 
+# How the Q-score target is scaled (QSMConfig.score_scale):
+#   fixed:   -M_q * grad_a Q (the paper's form; M_q must match Q's scale);
+#   batch:   -M_q * grad_a Q / s, s = the batch mean of |grad_a Q| (over rows and action
+#            dims): M_q becomes a dimensionless step, the same for any reward scale;
+#   running: as batch, with s an exponential moving average of the batch means
+#            (QSMState.score_norm, rate QSMConfig.score_norm_rate, bias-corrected).
+SCORE_SCALES = ("fixed", "batch", "running")
+SCORE_CRITICS = ("online", "target")
+
 
 @dataclasses.dataclass(frozen=True)
 class QSMConfig:
@@ -31,6 +40,15 @@ class QSMConfig:
     fourier_size: width of the learnable Fourier time features.
     critic_hidden: hidden widths of the default critic.
     adam_b1, adam_b2, adam_eps: Adam's constants (both optimizers).
+    score_scale: how the Q-score target is scaled: 'fixed' (the paper's -M_q grad_a Q),
+      'batch' or 'running' (divided by a batch / moving-average estimate of mean
+      |grad_a Q|, so M_q is a step size free of the reward's scale). See SCORE_SCALES.
+    score_norm_rate: the moving average's rate for score_scale='running'.
+    score_critic: which critics give grad_a Q for the actor's target: 'online' (the
+      paper's: the critics just updated) or 'target' (their Polyak-averaged copies).
+    clip_denoised: sample through the predicted clean action, clipped to [-1, 1]
+      (x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), then the DDPM posterior mean);
+      without the clip this is the same step as the paper's sampler.
   """
   T: int = 5
   beta_schedule: str = "vp"
@@ -43,12 +61,22 @@ class QSMConfig:
   adam_b1: float = 0.9
   adam_b2: float = 0.999
   adam_eps: float = 1e-8
+  score_scale: str = "fixed"
+  score_norm_rate: float = 0.005
+  score_critic: str = "online"
+  clip_denoised: bool = False
 
   def __post_init__(self):
     if not isinstance(self.T, int) or self.T < 1:
       raise ValueError(f"T must be a positive int, got {self.T!r}")
     if self.beta_schedule not in BETA_SCHEDULES:
       raise ValueError(f"unknown beta_schedule {self.beta_schedule!r}; choose one of {BETA_SCHEDULES}")
+    if self.score_scale not in SCORE_SCALES:
+      raise ValueError(f"unknown score_scale {self.score_scale!r}; choose one of {SCORE_SCALES}")
+    if self.score_critic not in SCORE_CRITICS:
+      raise ValueError(f"unknown score_critic {self.score_critic!r}; choose one of {SCORE_CRITICS}")
+    if not (isinstance(self.score_norm_rate, numbers.Real) and 0 < self.score_norm_rate <= 1):
+      raise ValueError(f"score_norm_rate must be in (0, 1], got {self.score_norm_rate!r}")
     if not isinstance(self.num_critics, int) or self.num_critics < 1:
       raise ValueError(f"num_critics must be a positive int, got {self.num_critics!r}")
     for name in ("actor_hidden", "time_hidden", "critic_hidden"):

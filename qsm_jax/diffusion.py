@@ -87,7 +87,8 @@ NoiseFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 def ddpm_sample(schedule: DiffusionSchedule, eps_fn: NoiseFn, obs: jax.Array, act_dim: int,
                 key: jax.Array, temperature: jax.Array | float = 1.0,
                 clip_sampler: bool = True,
-                normal: Optional[Callable[[jax.Array, tuple], jax.Array]] = None) -> jax.Array:
+                normal: Optional[Callable[[jax.Array, tuple], jax.Array]] = None,
+                clip_denoised: bool = False) -> jax.Array:
   """T-step DDPM ancestral sampler, one ``lax.scan`` from t = T-1 down to 0.
 
   x_T ~ N(0, I); x <- (x - beta_t / sqrt(1 - abar_t) * eps) / sqrt(alpha_t);
@@ -105,6 +106,11 @@ def ddpm_sample(schedule: DiffusionSchedule, eps_fn: NoiseFn, obs: jax.Array, ac
     normal: ``(key, shape) -> standard normal draws``; default ``jax.random.normal``.
       The data-parallel update passes one that draws for the global batch and keeps
       this device's rows.
+    clip_denoised: step through the predicted clean action x0 = (x - sqrt(1 - abar_t)
+      eps) / sqrt(abar_t), clipped to [-1, 1], and the DDPM posterior mean
+      sqrt(abar_{t-1}) beta_t / (1 - abar_t) x0 + sqrt(alpha_t) (1 - abar_{t-1}) /
+      (1 - abar_t) x (static). Unclipped, that is exactly the step above; clipped, a
+      noise model that overshoots can no longer throw x past the bounds by 1/sqrt(alpha_t).
 
   Returns:
     (B, A) actions in [-1, 1].
@@ -115,6 +121,7 @@ def ddpm_sample(schedule: DiffusionSchedule, eps_fn: NoiseFn, obs: jax.Array, ac
   betas = jnp.asarray(schedule.betas)
   alphas = jnp.asarray(schedule.alphas)
   alpha_bars = jnp.asarray(schedule.alpha_bars)
+  prev_alpha_bars = jnp.concatenate([jnp.ones((1,), jnp.float32), alpha_bars[:-1]])
   normal = normal or (lambda k, shape: jax.random.normal(k, shape, jnp.float32))
   init_key, step_keys = jax.random.split(key)
   x = normal(init_key, (batch, act_dim))
@@ -124,7 +131,13 @@ def ddpm_sample(schedule: DiffusionSchedule, eps_fn: NoiseFn, obs: jax.Array, ac
     t, k = inputs
     t_in = jnp.full((batch, 1), t, dtype=jnp.float32)
     eps = eps_fn(obs, x, t_in)
-    x = (x - betas[t] / jnp.sqrt(1.0 - alpha_bars[t]) * eps) / jnp.sqrt(alphas[t])
+    if clip_denoised:
+      x0 = jnp.clip((x - jnp.sqrt(1.0 - alpha_bars[t]) * eps) / jnp.sqrt(alpha_bars[t]),
+                    -1.0, 1.0)
+      x = (jnp.sqrt(prev_alpha_bars[t]) * betas[t] * x0
+           + jnp.sqrt(alphas[t]) * (1.0 - prev_alpha_bars[t]) * x) / (1.0 - alpha_bars[t])
+    else:
+      x = (x - betas[t] / jnp.sqrt(1.0 - alpha_bars[t]) * eps) / jnp.sqrt(alphas[t])
     z = normal(k, x.shape)
     x = x + (t > 0) * jnp.sqrt(betas[t]) * temperature * z
     if clip_sampler:

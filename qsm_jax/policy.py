@@ -21,7 +21,8 @@ def sample_from_params(state: QSMState, actor_params: Params, obs: jax.Array, ke
     return state.noise_model.apply(actor_params, o, x, t)
 
   return ddpm_sample(schedule, eps_fn, obs, state.act_dim, key, temperature=temperature,
-                     clip_sampler=state.config.clip_sampler, normal=normal)
+                     clip_sampler=state.config.clip_sampler, normal=normal,
+                     clip_denoised=state.config.clip_denoised)
 
 
 def _sample_actions(state: QSMState, obs: jax.Array, key: jax.Array, explore: bool = False,

@@ -292,7 +292,12 @@ def train(cfg: TrainConfig, opts: RunOptions,
   ts = init_fn(agent_keys, agent_hparams)
   start_step = None
   if opts.resume and checkpointer.latest_step() is not None:
-    saved_devices = checkpointer.read_meta().get("num_devices", 1)
+    saved_meta = checkpointer.read_meta()
+    saved_devices = saved_meta.get("num_devices", 1)
+    if cfg.algo == "qsm" and saved_meta.get("format_version", 1) < 2:
+      raise ValueError("the checkpoint was written by an older qsm_jax (checkpoint format "
+                       f"{saved_meta.get('format_version', 1)}, before QSMState.score_norm) "
+                       "and cannot be resumed; load_policy and evaluate.py still read it")
     if saved_devices != num_devices:
       raise ValueError(f"the checkpoint was written by a run on {saved_devices} device(s); "
                        f"resume it with --num_devices={saved_devices}")

@@ -30,6 +30,8 @@ class QSMState:
     target_critic_params: Polyak-averaged copy of ``critic_params``.
     actor_opt_state, critic_opt_state: Adam moments (``optax.scale_by_adam``).
     step: number of updates done (int32); drives the actor's cosine lr decay.
+    score_norm: moving average of the batch mean |grad_a Q| (float32 scalar, before bias
+      correction); read only with ``config.score_scale == 'running'``, kept 0 otherwise.
     hparams: numeric hyperparameters (leaves).
     noise_model: Flax module, ``(obs, noisy_action, t) -> eps`` (static).
     critic: Flax module of ONE critic, ``(obs, action) -> q`` (static).
@@ -43,6 +45,7 @@ class QSMState:
   critic_opt_state: optax.OptState
   step: jax.Array
   hparams: QSMHyperparams
+  score_norm: jax.Array
   noise_model: nn.Module = flax.struct.field(pytree_node=False)
   critic: nn.Module = flax.struct.field(pytree_node=False)
   config: QSMConfig = flax.struct.field(pytree_node=False)
@@ -122,6 +125,7 @@ def init_state(key: jax.Array, obs_dim: int, act_dim: int,
       critic_opt_state=optimizer.init(critic_params),
       step=jnp.zeros((), jnp.int32),
       hparams=hparams.as_arrays(),
+      score_norm=jnp.zeros((), jnp.float32),
       noise_model=noise_model,
       critic=critic,
       config=config,

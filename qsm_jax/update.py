@@ -96,6 +96,27 @@ def critic_step(state, batch: Batch, target: jax.Array, pmean):
   return params, opt_state, aux, grads
 
 
+def q_score_scale(cfg, score_norm: jax.Array, step: jax.Array, grad_q: jax.Array, pmean
+                  ) -> tuple[jax.Array, jax.Array]:
+  """(divisor of -M_q grad_a Q, new moving average) for ``cfg.score_scale``.
+
+  'fixed' divides by 1. 'batch' divides by the mean of |grad_a Q| over the (global)
+  batch and action dims; 'running' by the bias-corrected moving average of those means
+  (Adam's correction: the average starts at 0). Device means are averaged, so every
+  replica holds the same statistic. The divisor never drops below 1e-12: a zero
+  gradient gives a zero target.
+  """
+  if cfg.score_scale == "fixed":
+    return jnp.ones((), jnp.float32), score_norm
+  batch_norm = jax.lax.stop_gradient(pmean(jnp.mean(jnp.abs(grad_q))))
+  if cfg.score_scale == "batch":
+    return jnp.maximum(batch_norm, 1e-12), score_norm
+  rate = cfg.score_norm_rate
+  score_norm = (1.0 - rate) * score_norm + rate * batch_norm
+  correction = 1.0 - (1.0 - rate) ** (step.astype(jnp.float32) + 1.0)
+  return jnp.maximum(score_norm / correction, 1e-12), score_norm
+
+
 def _qsm_update(state: QSMState, batch: Batch, key: jax.Array,
                 axis_name: Optional[str] = None) -> tuple[QSMState, dict]:
   check_batch(state, batch)
@@ -121,13 +142,16 @@ def _qsm_update(state: QSMState, batch: Batch, key: jax.Array,
   target_critic_params = optax.incremental_update(
       critic_params, state.target_critic_params, hp.tau)
 
-  # 5-7. Actor step: regress eps_theta onto -M_q * grad_a Q at the noised replay action.
+  # 5-7. Actor step: regress eps_theta onto -M_q * grad_a Q at the noised replay action
+  # (divided by the size of grad_a Q unless score_scale is 'fixed').
   batch_size = batch.obs.shape[0]
   t = randint(t_key, (batch_size,), 0, cfg.T)
   eps = normal(eps_key, batch.action.shape)
   noisy_action = noise_actions(schedule, batch.action, t, eps)
-  grad_q = losses.q_action_gradient(state.critic, critic_params, batch.obs, noisy_action)
-  score_target = -hp.M_q * grad_q
+  score_params = target_critic_params if cfg.score_critic == "target" else critic_params
+  grad_q = losses.q_action_gradient(state.critic, score_params, batch.obs, noisy_action)
+  score_scale, score_norm = q_score_scale(cfg, state.score_norm, state.step, grad_q, pmean)
+  score_target = -hp.M_q * grad_q / score_scale
   (actor_loss, eps_pred), actor_grads = jax.value_and_grad(losses.actor_loss, has_aux=True)(
       state.actor_params, state.noise_model, batch.obs, noisy_action, t, score_target)
   actor_grads = pmean(actor_grads)
@@ -138,7 +162,7 @@ def _qsm_update(state: QSMState, batch: Batch, key: jax.Array,
   new_state = state.replace(
       actor_params=actor_params, critic_params=critic_params,
       target_critic_params=target_critic_params, actor_opt_state=actor_opt_state,
-      critic_opt_state=critic_opt_state, step=state.step + 1)
+      critic_opt_state=critic_opt_state, step=state.step + 1, score_norm=score_norm)
   metrics = {
       "critic_loss": critic_aux["critic_loss"],
       "actor_loss": actor_loss,
@@ -147,6 +171,7 @@ def _qsm_update(state: QSMState, batch: Batch, key: jax.Array,
       "grad_q_norm": jnp.mean(jnp.linalg.norm(grad_q, axis=-1)),
       "eps_pred_norm": jnp.mean(jnp.linalg.norm(eps_pred, axis=-1)),
       "score_target_norm": jnp.mean(jnp.linalg.norm(score_target, axis=-1)),
+      "score_scale": score_scale,
       "critic_grad_norm": optax.tree.norm(critic_grads),
       "actor_grad_norm": optax.tree.norm(actor_grads),
       "actor_lr": actor_lr,
@@ -172,6 +197,7 @@ Args:
 Returns:
   (new_state, metrics): metrics holds critic_loss, actor_loss, q_mean, target_q_mean,
   grad_q_norm (mean |grad_a Q|), eps_pred_norm (mean |eps_theta|), score_target_norm,
+  score_scale (what -M_q grad_a Q was divided by: 1 with score_scale='fixed'),
   critic_grad_norm, actor_grad_norm and actor_lr, as scalars.
 
 Works under ``jax.vmap`` (seeds, hyperparameter sweeps) and inside your own ``jit``

@@ -251,3 +251,37 @@ def test_brax_sac_runs_on_brax_fast_env(tmp_path, monkeypatch):
   assert config["algo"] == "brax_sac" and config["brax_seeds"] == [3]
   assert config["brax_sac"]["num_evals"] == 3 and config["brax_sac"]["critic_hidden"] == [4]
   assert sum("step        96/96" in line for line in lines) == 1  # progress per eval
+
+
+def test_reward_scale_report_by_hand(tmp_path):
+  out = str(tmp_path)
+  finals = {("qsm", 0.1): [90.0, 110.0], ("qsm", 10.0): [80.0, 80.0],
+            ("qsm_paper", 0.1): [100.0, 100.0], ("qsm_paper", 10.0): [10.0, 30.0]}
+  for (algo, scale), final in finals.items():
+    write_run(os.path.join(compare.reward_scale_dir(out, scale), algo),
+              [{"env_steps": 1000, "wall_s": 1.0, "chunk_s": 1.0, "eval_return": final}])
+  s = compare.write_reward_scale_report(out, [0.1, 10.0], ["qsm", "qsm_paper"], "toy",
+                                        log=lambda m: None)
+  assert s["qsm"]["final_means"] == [100.0, 80.0] and s["qsm"]["final_stds"] == [10.0, 0.0]
+  assert s["qsm"]["worst_over_best"] == pytest.approx(0.8)
+  assert s["qsm_paper"]["worst_over_best"] == pytest.approx(0.2)
+  table = (tmp_path / "reward_scale.md").read_text()
+  assert "| qsm | 100.0 ± 10.0 | 80.0 ± 0.0 | 0.80 |" in table
+  assert json.loads((tmp_path / "reward_scale.json").read_text())["env"] == "toy"
+  # A scale without a finished run: no ratio.
+  assert compare.reward_scale_summary(out, [0.1, 1.0], ["qsm"])["qsm"]["worst_over_best"] is None
+  for bad in (["0"], ["-1"], ["x"], ["1", "1"], ["inf"]):
+    with pytest.raises(compare.CompareError, match="--reward_scales"):
+      compare.parse_scales(bad)
+
+
+def test_qsm_paper_is_qsm_in_the_papers_form():
+  cfg = brax_sac.config_from_preset("inverted_pendulum")
+  assert cfg.qsm.score_scale == "running" and cfg.hparams.M_q == 1.0
+  paper = compare.algo_config(cfg, "qsm_paper")
+  assert paper.algo == "qsm" and paper.qsm.score_scale == "fixed" and paper.hparams.M_q == 50.0
+  assert not paper.qsm.clip_denoised and paper.qsm.score_critic == "online"
+  # Everything else is the comparison's: sizes, budget, seeds.
+  assert (paper.qsm.actor_hidden, paper.total_steps, paper.num_envs) == (
+      cfg.qsm.actor_hidden, cfg.total_steps, cfg.num_envs)
+  assert compare.parse_algos("qsm,qsm_paper,sac") == ["qsm", "qsm_paper", "sac"]

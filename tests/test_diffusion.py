@@ -88,3 +88,45 @@ def test_sampler_zero_noise_model_zero_temperature_is_closed_form(clip_sampler):
   else:
     x = np.clip(x / np.sqrt(sched.alpha_bars[-1]), -1, 1)  # prod of alphas = abar_T
   np.testing.assert_allclose(out, x, rtol=1e-5, atol=1e-6)
+
+
+def test_clip_denoised_is_the_paper_step_while_x0_stays_inside():
+  # A noise model that predicts exactly the noise of the clean action 0.3: x0 = 0.3 at
+  # every step, nothing is clipped, and both samplers end at 0.3 (temperature 0).
+  sched = diffusion.make_schedule(5, "vp")
+  abar = jnp.asarray(sched.alpha_bars)
+
+  def exact_eps(obs, x, t):
+    a = abar[t[:, 0].astype(jnp.int32)][:, None]
+    return (x - jnp.sqrt(a) * 0.3) / jnp.sqrt(1.0 - a)
+
+  obs = jnp.zeros((16, 1))
+  key = jax.random.PRNGKey(4)
+  paper = diffusion.ddpm_sample(sched, exact_eps, obs, 2, key, temperature=0.0,
+                                clip_sampler=False)
+  clipped = diffusion.ddpm_sample(sched, exact_eps, obs, 2, key, temperature=0.0,
+                                  clip_sampler=False, clip_denoised=True)
+  np.testing.assert_allclose(paper, 0.3, atol=1e-5)
+  np.testing.assert_allclose(clipped, 0.3, atol=1e-5)
+  # With sampler noise too, the two samplers take the same steps.
+  paper = diffusion.ddpm_sample(sched, exact_eps, obs, 2, key, clip_sampler=False)
+  clipped = diffusion.ddpm_sample(sched, exact_eps, obs, 2, key, clip_sampler=False,
+                                  clip_denoised=True)
+  np.testing.assert_allclose(paper, clipped, atol=1e-5)
+
+
+def test_clip_denoised_zero_noise_model_by_hand():
+  # eps = 0: x0 = x / sqrt(abar_t), clipped, then the posterior mean.
+  sched = diffusion.make_schedule(5, "vp")
+  obs = jnp.zeros((16, 1))
+  key = jax.random.PRNGKey(3)
+  out = diffusion.ddpm_sample(sched, _zero_eps, obs, 2, key, temperature=0.0,
+                              clip_sampler=False, clip_denoised=True)
+  init_key, _ = jax.random.split(key)
+  x = np.asarray(jax.random.normal(init_key, (16, 2)), np.float64)
+  b, a, ab = (np.asarray(v, np.float64) for v in (sched.betas, sched.alphas, sched.alpha_bars))
+  for t in range(4, -1, -1):
+    ab_prev = ab[t - 1] if t > 0 else 1.0
+    x0 = np.clip(x / np.sqrt(ab[t]), -1, 1)
+    x = (np.sqrt(ab_prev) * b[t] * x0 + np.sqrt(a[t]) * (1 - ab_prev) * x) / (1 - ab[t])
+  np.testing.assert_allclose(out, np.clip(x, -1, 1), rtol=1e-5, atol=1e-6)

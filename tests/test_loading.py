@@ -117,6 +117,30 @@ def test_load_run_reads_each_checkpoint_and_agent(tiny_run):
     latest(np.zeros((3, 5)), KEY)
 
 
+def test_checkpoint_from_before_score_norm_loads_but_does_not_resume(tiny_run, tmp_path):
+  # A format-1 checkpoint (written before QSMState.score_norm existed): the agents load
+  # and act as before; resuming it is refused in one line.
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  run_dir, actions = tiny_run
+  state, meta = Checkpointer(str(run_dir / "checkpoints")).restore_arrays(200)
+  del state["agent"]["score_norm"]
+  old = tmp_path / "old"
+  shutil.copytree(run_dir, old, ignore=shutil.ignore_patterns("checkpoints"))
+  manager = ocp.CheckpointManager(str(old / "checkpoints"),
+                                  options=ocp.CheckpointManagerOptions(create=True))
+  manager.save(200, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      meta=ocp.args.JsonSave({**meta, "format_version": 1, "has_replay": False})), force=True)
+  manager.wait_until_finished()
+  manager.close()
+  policy = load_policy(str(old), agent=1)
+  np.testing.assert_array_equal(np.asarray(policy(OBS, KEY)), actions["default"])
+  assert float(policy.agent.score_norm) == 0.0
+  with pytest.raises(ValueError, match="older qsm_jax .checkpoint format 1.* cannot be resumed"):
+    train(dataclasses.replace(TINY_LOOP, num_seeds=2, total_steps=240),
+          RunOptions(run_dir=str(old), resume=True, write_plot=False), log=lambda s: None)
+
+
 def corrupt(run_dir, dst):
   shutil.copytree(run_dir, dst)
   for f in (dst / "checkpoints" / "200" / "state").rglob("*"):

@@ -1,11 +1,13 @@
 """Loss math against numbers worked out by hand (2-dim actions, linear critics)."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import qsm_jax as q
-from qsm_jax import losses
+from qsm_jax import losses, update
 from qsm_jax.policy import sample_from_params
 from conftest import TINY, random_batch
 from toy_modules import ConstantNoise, LinearCritic
@@ -112,3 +114,80 @@ def test_actor_lr_follows_cosine_decay():
   for step in range(6):
     state, m = q.qsm_update(state, b, jax.random.PRNGKey(step))
     assert float(m["actor_lr"]) == pytest.approx(float(schedule(step)), abs=1e-9)
+
+
+def _actor_after_updates(score_scale, q_scale, steps=3):
+  """Actor parameters after ``steps`` updates with frozen critics whose Q is x q_scale."""
+  from qsm_jax.networks import Critic  # pylint: disable=import-outside-toplevel
+  from toy_modules import ScaledCritic  # pylint: disable=import-outside-toplevel
+  cfg = dataclasses.replace(TINY, score_scale=score_scale)
+  hp = q.QSMHyperparams(M_q=1.0, critic_lr=0.0)
+  critic = ScaledCritic(Critic(hidden=(32, 32)), q_scale)
+  state = q.init_state(jax.random.PRNGKey(0), 3, 2, config=cfg, hparams=hp, critic=critic)
+  batch = random_batch(jax.random.PRNGKey(1), 64, 3, 2)
+  for i in range(steps):
+    state, metrics = q.qsm_update(state, batch, jax.random.PRNGKey(10 + i))
+  return state, metrics
+
+
+@pytest.mark.parametrize("score_scale", ["batch", "running"])
+def test_scale_free_target_ignores_the_scale_of_q(score_scale):
+  # Q x100 (rewards in other units): the scale-free actor update is the same to float
+  # rounding; the paper's fixed M_q regresses onto a 100x larger target (the control).
+  base, m1 = _actor_after_updates(score_scale, 1.0)
+  scaled, m100 = _actor_after_updates(score_scale, 100.0)
+  assert float(m100["score_scale"]) == pytest.approx(100 * float(m1["score_scale"]), rel=1e-4)
+  assert float(m100["actor_loss"]) == pytest.approx(float(m1["actor_loss"]), rel=1e-4)
+  for a, b in zip(jax.tree.leaves(base.actor_params), jax.tree.leaves(scaled.actor_params)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  fixed, f1 = _actor_after_updates("fixed", 1.0)
+  fixed100, f100 = _actor_after_updates("fixed", 100.0)
+  assert float(f1["score_scale"]) == float(f100["score_scale"]) == 1.0
+  assert float(f100["actor_loss"]) > 100 * float(f1["actor_loss"])
+  moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+      jax.tree.leaves(fixed.actor_params), jax.tree.leaves(fixed100.actor_params)))
+  assert moved > 1e-4
+
+
+def test_score_scales_by_hand():
+  # Linear critics: grad_a Q = (2, 0.5) for every row, so mean |grad_a Q| = 1.25.
+  g = jnp.array([[2.0, 0.5], [2.0, 0.5]])
+  ident = lambda x: x
+  for name in ("fixed", "batch", "running"):
+    cfg = dataclasses.replace(TINY, score_scale=name, score_norm_rate=0.1)
+    scale, norm = update.q_score_scale(cfg, jnp.float32(0.0), jnp.int32(0), g, ident)
+    # running: first step 0.1 * 1.25, divided by Adam's correction 1 - 0.9 = 0.1.
+    assert float(scale) == pytest.approx(1.0 if name == "fixed" else 1.25, rel=1e-6)
+    assert float(norm) == pytest.approx(0.125 if name == "running" else 0.0, rel=1e-6)
+  # Second step with a batch mean of 2.5: EMA 0.9 * 0.125 + 0.1 * 2.5 = 0.3625, corrected
+  # by 1 - 0.81 = 0.19 -> 1.9079 (between the two batch means, nearer the newer).
+  cfg = dataclasses.replace(TINY, score_scale="running", score_norm_rate=0.1)
+  scale, norm = update.q_score_scale(cfg, jnp.float32(0.125), jnp.int32(1), 2 * g, ident)
+  assert float(norm) == pytest.approx(0.3625, rel=1e-6)
+  assert float(scale) == pytest.approx(0.3625 / 0.19, rel=1e-6)
+  # A zero gradient gives a zero target, not NaN.
+  scale, _ = update.q_score_scale(cfg, jnp.float32(0.0), jnp.int32(0), 0 * g, ident)
+  assert float(scale) > 0 and np.isfinite(float(-1.0 * 0.0 / scale))
+
+
+def test_running_score_norm_is_carried_in_the_state():
+  cfg = dataclasses.replace(TINY, score_scale="running")
+  state = q.init_state(jax.random.PRNGKey(0), 3, 2, config=cfg)
+  assert float(state.score_norm) == 0.0
+  batch = random_batch(jax.random.PRNGKey(1), 32, 3, 2)
+  state, m = q.qsm_update(state, batch, jax.random.PRNGKey(2))
+  # After one update: norm = rate * batch mean, and the divisor is that mean.
+  assert float(state.score_norm) == pytest.approx(
+      cfg.score_norm_rate * float(m["score_scale"]), rel=1e-5)
+  fixed = q.init_state(jax.random.PRNGKey(0), 3, 2, config=TINY)
+  fixed, _ = q.qsm_update(fixed, batch, jax.random.PRNGKey(2))
+  assert float(fixed.score_norm) == 0.0  # untouched unless score_scale='running'
+
+
+def test_bad_score_settings_are_refused():
+  with pytest.raises(ValueError, match="score_scale"):
+    dataclasses.replace(TINY, score_scale="adaptive")
+  with pytest.raises(ValueError, match="score_critic"):
+    dataclasses.replace(TINY, score_critic="both")
+  with pytest.raises(ValueError, match="score_norm_rate"):
+    dataclasses.replace(TINY, score_norm_rate=0.0)

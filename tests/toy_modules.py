@@ -35,3 +35,12 @@ class QuadraticCritic(nn.Module):
     # A dummy parameter keeps the tree non-empty; it does not change Q.
     dummy = self.param("unused", nn.initializers.zeros, ())
     return -jnp.sum((action - self.optimum(obs)) ** 2, axis=-1) + 0.0 * dummy
+
+
+class ScaledCritic(nn.Module):
+  """Another critic's Q times ``scale``: the same task with rewards in other units."""
+  critic: nn.Module
+  scale: float
+
+  def __call__(self, obs, action):
+    return self.scale * self.critic(obs, action)
