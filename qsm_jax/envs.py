@@ -14,6 +14,8 @@ from brax.envs.wrappers import training as brax_wrappers
 # - spring elsewhere: the fastest backend on CPU, and finite where generalized is not (ant
 #   with random actions produced NaNs on generalized).
 # - swimmer only supports generalized.
+# generalized does not run in multi-process runs: Brax builds its arrays on
+# jax.devices()[0] (mjx.make_data), which only process 0 can address; use spring there.
 DEFAULT_BACKENDS = {
     "ant": "spring",
     "halfcheetah": "spring",

@@ -186,8 +186,8 @@ def test_plan_skips_complete_resumes_checkpointed_and_reruns_partial(cfg, tmp_pa
   assert compare.run_status(os.path.join(out, "td3x"), "qsm", cfg)[0] == "partial"
   # Other settings: an error naming them (before anything runs), unless --overwrite. Brax
   # ignores QSM-only settings (M_q) but not the widths it was given.
-  m_q = dataclasses.replace(cfg, hparams=cfg.hparams.replace(M_q=1.0))
-  with pytest.raises(compare.CompareError, match=r"\(hparams.M_q: saved 5.0 != requested 1.0\); "
+  m_q = dataclasses.replace(cfg, hparams=cfg.hparams.replace(M_q=2.0))
+  with pytest.raises(compare.CompareError, match=r"\(hparams.M_q: saved 1.0 != requested 2.0\); "
                      "pass --overwrite"):
     compare.plan(out, ["brax_sac", "qsm"], m_q)
   write_run(os.path.join(out, "brax_sac"), done, brax_config)

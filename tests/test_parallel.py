@@ -92,8 +92,11 @@ def free_port():
 
 
 def test_two_processes_train_together_like_two_local_devices(tmp_path):
-  """jax.distributed on localhost (gloo CPU collectives): 2 processes x 1 device."""
-  flags = [*TINY_FLAGS, "--total_steps=120", "--checkpoint_every=0"]
+  """jax.distributed on localhost (gloo CPU collectives): 2 processes x 1 device.
+
+  On the spring backend: Brax's generalized backend builds arrays on jax.devices()[0]
+  (mjx.make_data, its system), which other processes cannot address (README, devices)."""
+  flags = [*TINY_FLAGS, "--backend=spring", "--total_steps=120", "--checkpoint_every=0"]
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device each
   port = free_port()
   procs = [subprocess.Popen(
