@@ -25,7 +25,9 @@ flags.DEFINE_string("backend", None, "Brax backend: spring, positional, generali
 flags.DEFINE_string("runs_dir", "runs", "Parent folder of new run folders.")
 flags.DEFINE_string("run_dir", None, "Run folder (default: <runs_dir>/<env>-<time>-s<seed>).")
 flags.DEFINE_string("resume", None, "Run folder to continue from its latest checkpoint; "
-                    "its config.json is used, given flags must agree with it.")
+                    "its config.json is used (given flags must agree with it) and its "
+                    "run_options.json (checkpoint_every, checkpoint_replay, max_to_keep, "
+                    "num_devices; a given flag overrides the saved value).")
 flags.DEFINE_integer("checkpoint_every", 50_000, "Env steps between checkpoints (0: only at the end).")
 flags.DEFINE_bool("checkpoint_replay", True, "Save the replay buffer too (needed for an exact resume).")
 flags.DEFINE_integer("max_to_keep", 2, "Checkpoints to keep.")
@@ -155,7 +157,9 @@ def main(argv):
   from absl import logging  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
   import json  # pylint: disable=import-outside-toplevel
-  from qsm_jax.runner import NonFiniteError, RunOptions, train  # pylint: disable=import-outside-toplevel
+  from qsm_jax.runner import (  # pylint: disable=import-outside-toplevel
+      SAVED_OPTIONS, NonFiniteError, RunOptions, resume_options, train)
+  from qsm_jax.training import TrainConfig  # pylint: disable=import-outside-toplevel
   try:
     multi_process = (FLAGS.distributed or FLAGS.coordinator_address is not None
                      or bool(os.environ.get("JAX_COORDINATOR_ADDRESS")))
@@ -169,8 +173,13 @@ def main(argv):
       config_path = os.path.join(FLAGS.resume, "config.json")
       if not os.path.exists(config_path):
         raise ValueError(f"--resume: {config_path} does not exist")
-      with open(config_path) as f:
-        cfg = build_config(json.load(f))
+      try:
+        with open(config_path) as f:
+          saved = json.load(f)
+      except ValueError as e:
+        raise ValueError(f"--resume: {config_path} is not valid JSON ({e})") from e
+      saved = TrainConfig.from_saved(saved, f"--resume: {config_path}").to_dict()
+      cfg = build_config(saved)
       run_dir = FLAGS.resume
     else:
       cfg = build_config()
@@ -178,13 +187,16 @@ def main(argv):
       run_dir = FLAGS.run_dir or os.path.join(
           FLAGS.runs_dir, f"{cfg.env}-{time.strftime('%Y%m%d-%H%M%S')}-s{seed}")
     cfg.validate()
-    if FLAGS.checkpoint_every < 0:
-      raise ValueError(f"--checkpoint_every must be >= 0, got {FLAGS.checkpoint_every}")
+    # A resume keeps the run's saved options (run_options.json) unless a flag is given.
+    given = {n: FLAGS[n].value for n in SAVED_OPTIONS if FLAGS[n].present}
+    if FLAGS.resume:
+      opts, notes = resume_options(run_dir, given)
+      for note in notes:
+        print(note, flush=True)
+    else:
+      defaults = {n: FLAGS[n].value for n in SAVED_OPTIONS}
+      opts = RunOptions(run_dir=run_dir, **{**defaults, **given})
     # On --resume, train() refuses flags that contradict the saved config.json.
-    opts = RunOptions(run_dir=run_dir, resume=bool(FLAGS.resume),
-                      checkpoint_every=FLAGS.checkpoint_every,
-                      checkpoint_replay=FLAGS.checkpoint_replay, max_to_keep=FLAGS.max_to_keep,
-                      num_devices=FLAGS.num_devices)
     train(cfg, opts, log=lambda s: print(s, flush=True))
   except (ValueError, NonFiniteError) as e:
     print(f"error: {e}", file=sys.stderr, flush=True)

@@ -8,6 +8,7 @@ Defaults are the authors' (see ``shared/QSM_SPEC.md``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from typing import Tuple
 
@@ -77,10 +78,16 @@ class QSMConfig:
       raise ValueError(f"unknown score_critic {self.score_critic!r}; choose one of {SCORE_CRITICS}")
     if not (isinstance(self.score_norm_rate, numbers.Real) and 0 < self.score_norm_rate <= 1):
       raise ValueError(f"score_norm_rate must be in (0, 1], got {self.score_norm_rate!r}")
+    for name in ("adam_b1", "adam_b2", "adam_eps"):
+      value = getattr(self, name)
+      if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     if not isinstance(self.num_critics, int) or self.num_critics < 1:
       raise ValueError(f"num_critics must be a positive int, got {self.num_critics!r}")
     for name in ("actor_hidden", "time_hidden", "critic_hidden"):
       widths = tuple(getattr(self, name))
+      if not widths:  # an empty list would silently build a linear network
+        raise ValueError(f"{name} must list at least one hidden width, e.g. 64,64")
       if any((not isinstance(w, int)) or w < 1 for w in widths):
         raise ValueError(f"{name} must be positive ints, got {widths!r}")
       object.__setattr__(self, name, widths)  # lists -> tuples, so the config stays hashable
@@ -125,6 +132,10 @@ class QSMHyperparams:
       value = getattr(self, name)
       if isinstance(value, numbers.Real) and not ok(value):
         raise ValueError(f"hyperparameter {name}={value!r} is out of range")
+    for f in dataclasses.fields(self):  # inf passes the range checks: refuse it here
+      value = getattr(self, f.name)
+      if isinstance(value, numbers.Real) and not math.isfinite(value):
+        raise ValueError(f"hyperparameter {f.name}={value!r} must be finite")
     return self
 
   def as_arrays(self) -> "QSMHyperparams":

@@ -118,9 +118,9 @@ def load_run(path: str, step: Optional[int] = None) -> LoadedRun:
                           f"version of qsm_jax (format {meta.get('format_version')!r}; this "
                           f"version reads format {FORMAT_VERSION})")
   try:
-    config = TrainConfig.from_dict(meta["config"])
+    config = TrainConfig.from_saved(meta["config"], f"{ckpt_dir}/{step}: the saved config")
   except ValueError as e:
-    raise CheckpointError(f"{ckpt_dir}/{step}: {e}") from e
+    raise CheckpointError(str(e)) from e
 
   if "obs_dim" in meta:
     obs_dim, act_dim = meta["obs_dim"], meta["act_dim"]

@@ -3,6 +3,8 @@
 The host only sees the run between chunks (``TrainConfig.log_every`` env steps each).
 A run folder holds:
   config.json      the TrainConfig (resume reads it back)
+  run_options.json the checkpoint cadence, max_to_keep, checkpoint_replay and device
+                   count (a resume keeps them unless flags override them)
   metrics.jsonl    one row per chunk: env steps, wall time, throughput, losses, eval return
   tb/              TensorBoard event files (tensorboardX)
   checkpoints/     orbax checkpoints of the full training state
@@ -57,6 +59,70 @@ class RunOptions:
   max_to_keep: int = 2
   write_plot: bool = True
   num_devices: Optional[int] = None
+
+  def __post_init__(self):
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if not is_int(self.checkpoint_every) or self.checkpoint_every < 0:
+      raise ValueError(f"--checkpoint_every must be an integer >= 0 (0: only at the end), "
+                       f"got {self.checkpoint_every!r}")
+    if not is_int(self.max_to_keep) or self.max_to_keep < 1:
+      raise ValueError(f"--max_to_keep must be a positive integer, got {self.max_to_keep!r}")
+    if not isinstance(self.checkpoint_replay, bool):
+      raise ValueError(f"--checkpoint_replay must be true or false, got "
+                       f"{self.checkpoint_replay!r}")
+    if self.num_devices is not None and (not is_int(self.num_devices)
+                                         or self.num_devices < 1):
+      raise ValueError(f"--num_devices must be a positive integer (leave it out for every "
+                       f"device), got {self.num_devices!r}")
+
+
+# The run options saved with a run (run_options.json) and restored by a resume: a
+# resumed run keeps its checkpoint cadence and device count unless a flag overrides them.
+SAVED_OPTIONS = ("checkpoint_every", "checkpoint_replay", "max_to_keep", "num_devices")
+OPTIONS_FILE = "run_options.json"
+
+
+def save_run_options(opts: RunOptions) -> None:
+  """Writes the SAVED_OPTIONS of ``opts`` to the run folder's run_options.json."""
+  path = os.path.join(opts.run_dir, OPTIONS_FILE)
+  with open(path + ".tmp", "w") as f:
+    json.dump({name: getattr(opts, name) for name in SAVED_OPTIONS}, f, indent=2)
+  os.replace(path + ".tmp", path)  # never a half-written file
+
+
+def resume_options(run_dir: str, given: dict) -> tuple[RunOptions, list[str]]:
+  """RunOptions to resume ``run_dir`` with: its saved options, overridden by ``given``
+  (option name -> value, only the options the user gave); and one line per override
+  (or a line saying that a run from before run_options.json has nothing saved).
+
+  Raises ValueError (one line) for an unreadable or invalid run_options.json.
+  """
+  path = os.path.join(run_dir, OPTIONS_FILE)
+  notes = []
+  saved = {}
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        saved = json.load(f)
+    except ValueError as e:
+      raise ValueError(f"{path} is not valid JSON ({e})") from e
+    if not isinstance(saved, dict):
+      raise ValueError(f"{path}: must be a JSON object, got {type(saved).__name__}")
+    unknown = sorted(set(saved) - set(SAVED_OPTIONS))
+    if unknown:
+      raise ValueError(f"{path}: unknown field '{unknown[0]}'")
+  else:
+    notes.append(f"resume: {run_dir} has no {OPTIONS_FILE} (saved by an older qsm_jax): "
+                 "run options come from the flags and their defaults")
+  for name, value in given.items():
+    if name in saved and saved[name] != value:
+      notes.append(f"resume: --{name}={value} overrides the run's saved {saved[name]}")
+  options = {**saved, **given}
+  try:
+    opts = RunOptions(run_dir=run_dir, resume=True, **options)
+  except ValueError as e:
+    raise ValueError(f"{path}: {e}") from e
+  return opts, notes
 
 
 @dataclasses.dataclass
@@ -247,12 +313,13 @@ def train(cfg: TrainConfig, opts: RunOptions,
   if opts.resume:
     if not os.path.exists(config_path):
       raise ValueError(f"cannot resume: {config_path} does not exist")
-    with open(config_path) as f:
-      saved = json.load(f)
-    try:  # fields added to TrainConfig since the run was saved take their defaults
-      saved = TrainConfig.from_dict(saved).to_dict()
-    except ValueError:
-      pass  # a foreign config: config_mismatch names the differences
+    try:
+      with open(config_path) as f:
+        saved = json.load(f)
+    except ValueError as e:
+      raise ValueError(f"cannot resume: {config_path} is not valid JSON ({e})") from e
+    # A field added to TrainConfig since the run was saved takes its default.
+    saved = TrainConfig.from_saved(saved, f"cannot resume: {config_path}").to_dict()
     diffs = config_mismatch(saved, cfg.to_dict())
     if diffs:
       raise ValueError("checkpoint config does not match: " + "; ".join(diffs))
@@ -263,6 +330,7 @@ def train(cfg: TrainConfig, opts: RunOptions,
     os.makedirs(run_dir, exist_ok=True)
     with open(config_path, "w") as f:
       json.dump(cfg.to_dict(), f, indent=2)
+    save_run_options(dataclasses.replace(opts, run_dir=run_dir))
 
   # One copy of every seed's state per device (pmap over devices, vmap over seeds):
   # agents replicated, envs and replay split. pmap keeps the per-device program plain

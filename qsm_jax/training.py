@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any, Callable, NamedTuple, Optional
 
 import flax.struct
@@ -132,6 +133,10 @@ class TrainConfig:
       value = getattr(self, name)
       if not isinstance(value, int) or value < 1:
         raise ValueError(f"--{name} must be a positive integer, got {value!r}")
+    for name in ("utd", "reward_scale"):
+      value = getattr(self, name)
+      if not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"--{name} must be a finite number, got {value!r}")
     if self.utd <= 0 or abs(self.utd * self.num_envs - self.updates_per_iteration) > 1e-6:
       raise ValueError(f"--utd * --num_envs must be a positive integer (updates per vectorised "
                        f"step); got {self.utd} * {self.num_envs}")
@@ -170,6 +175,18 @@ class TrainConfig:
     return d
 
   @classmethod
+  def from_saved(cls, d: Any, source: str = "saved config") -> "TrainConfig":
+    """The config of a saved run (``to_dict``'s output read back from JSON), checked
+    against the schema first: ValueError naming ``source`` and the field for a field
+    that is unknown, missing (fields added since the first release may be missing
+    and take their defaults) or of the wrong type or a non-finite number."""
+    check_saved_config(d, source)
+    try:
+      return cls.from_dict(d)
+    except ValueError as e:  # a value QSMConfig refuses, e.g. an unknown score_scale
+      raise ValueError(f"{source}: {e}") from e
+
+  @classmethod
   def from_dict(cls, d: dict) -> "TrainConfig":
     try:
       d = dict(d)
@@ -178,6 +195,68 @@ class TrainConfig:
       return cls(qsm=QSMConfig(**qsm), hparams=QSMHyperparams(**d.pop("hparams")), **d)
     except (KeyError, TypeError) as e:
       raise ValueError(f"saved config does not match this version of qsm_jax: {e}") from e
+
+
+# Fields added since the first release: a saved config may lack them (their defaults
+# are what runs saved before did).
+ADDED_FIELDS = ("algo", "sweep_name", "sweep_values", "qsm.adam_b1", "qsm.adam_b2",
+                "qsm.score_scale", "qsm.score_norm_rate", "qsm.score_critic",
+                "qsm.clip_denoised")
+
+
+def _type_error(default: Any, value: Any) -> Optional[str]:
+  """What is wrong with ``value`` for a field whose default is ``default`` (None: ok).
+
+  The defaults give the schema: int -> an integer, float -> a finite number, bool ->
+  true/false, str -> a string, None -> null or a string, tuple -> a list of numbers.
+  """
+  is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+  is_number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+  if isinstance(default, bool):
+    return None if isinstance(value, bool) else "must be true or false"
+  if isinstance(default, int):
+    return None if is_int(value) else "must be an integer"
+  if isinstance(default, float):
+    if not is_number(value):
+      return "must be a number"
+    return None if math.isfinite(value) else "must be finite"
+  if isinstance(default, str):
+    return None if isinstance(value, str) else "must be a string"
+  if default is None:
+    return None if value is None or isinstance(value, str) else "must be a string or null"
+  if isinstance(default, tuple):
+    if not isinstance(value, (list, tuple)) or not all(is_number(v) for v in value):
+      return "must be a list of numbers"
+    return None if all(math.isfinite(v) for v in value) else "must hold finite numbers"
+  return None
+
+
+def check_saved_config(d: Any, source: str = "saved config") -> None:
+  """Raises ValueError (one line, naming the field) unless ``d`` is a saved TrainConfig."""
+  def check(d, defaults, prefix):
+    if not isinstance(d, dict):
+      what = "the config" if not prefix else f"field '{prefix[:-1]}'"
+      raise ValueError(f"{source}: {what} must be a JSON object, got {type(d).__name__}")
+    for name in d:
+      if name not in defaults:
+        raise ValueError(f"{source}: unknown field '{prefix}{name}' (not a qsm_jax run's "
+                         "config, or from a newer version)")
+    for name, default in defaults.items():
+      if name not in d:
+        if prefix + name in ADDED_FIELDS:
+          continue
+        raise ValueError(f"{source}: missing field '{prefix}{name}' (not a qsm_jax run's "
+                         "config?)")
+      if name in ("qsm", "hparams"):
+        check(d[name], {f.name: getattr(default, f.name)
+                        for f in dataclasses.fields(default)}, f"{name}.")
+        continue
+      problem = _type_error(default, d[name])
+      if problem:
+        raise ValueError(f"{source}: field '{prefix}{name}' {problem}, got {d[name]!r}")
+
+  defaults = TrainConfig()
+  check(d, {f.name: getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)}, "")
 
 
 @flax.struct.dataclass

@@ -171,7 +171,7 @@ def test_load_errors_say_what_is_wrong(tiny_run, tmp_path):
        "written by an incompatible version of qsm_jax (format 99"),
       (edit_meta(run_dir, tmp_path / "foreign",
                  lambda m: m["config"].update(learning_rate=1.0)), None,
-       "saved config does not match this version of qsm_jax"),
+       "the saved config: unknown field 'learning_rate'"),
       (edit_meta(run_dir, tmp_path / "resized",
                  lambda m: m["config"]["qsm"].update(actor_hidden=[32, 16])), None,
        "does not match the networks of its saved config"),

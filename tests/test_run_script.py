@@ -1,4 +1,6 @@
 """experiments/run.py as a user runs it: artifacts, errors, kill-and-resume, NaN stop."""
+import dataclasses
+import importlib.util
 import json
 import os
 import pathlib
@@ -10,6 +12,8 @@ import time
 import jax
 import numpy as np
 import pytest
+from absl import flags as absl_flags
+from absl.testing import flagsaver
 
 from qsm_jax.checkpoint import Checkpointer
 from qsm_jax.runner import NonFiniteError, RunOptions, train
@@ -40,17 +44,113 @@ def restore(run_dir):
   return state, meta
 
 
+def _load_run_module():
+  spec = importlib.util.spec_from_file_location("qsm_run_script",
+                                                ROOT / "experiments" / "run.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)  # defines run.py's flags in absl's FLAGS, once
+  return module
+
+
+RUN = _load_run_module()
+
+
+def run_in_process(*args):
+  """experiments/run.py's main with these flags, in this process: its exit code."""
+  with flagsaver.flagsaver():
+    absl_flags.FLAGS.unparse_flags()
+    absl_flags.FLAGS(["run.py", *args])
+    try:
+      RUN.main(["run.py"])
+    except SystemExit as e:
+      return e.code
+  return 0
+
+
+def _saved_run(tmp_path, config):
+  run_dir = tmp_path / "run"
+  run_dir.mkdir()
+  (run_dir / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+  return run_dir
+
+
+def _config_without(path):
+  config = TINY_LOOP.to_dict()
+  *parents, name = path.split(".")
+  node = config
+  for parent in parents:
+    node = node[parent]
+  del node[name]
+  return config
+
+
+BAD_CONFIGS = {
+    "empty": ({}, "missing field 'env'"),
+    "not_an_object": ("[1, 2]", "the config must be a JSON object, got list"),
+    "not_json": ("{'env': ", "is not valid JSON"),
+    "missing": (_config_without("qsm.T"), "missing field 'qsm.T'"),
+    "unknown": ({**TINY_LOOP.to_dict(), "learning_rate": 1e-3}, "unknown field 'learning_rate'"),
+    "wrong_type": ({**TINY_LOOP.to_dict(), "num_envs": "4"}, "field 'num_envs' must be an integer"),
+    "wrong_nested": ({**TINY_LOOP.to_dict(), "hparams": {**TINY_LOOP.to_dict()["hparams"],
+                                                         "M_q": "big"}},
+                     "field 'hparams.M_q' must be a number, got 'big'"),
+    "bool_for_int": ({**TINY_LOOP.to_dict(), "num_seeds": True}, "'num_seeds' must be an integer"),
+}
+
+
 @pytest.mark.parametrize("args, message", [
     (["--env=pong"], "error: unknown env 'pong'; valid envs: ant, halfcheetah"),
     (["--num_envs=0"], "error: --num_envs must be a positive integer"),
     (["--batch_size=512", "--buffer_size=256"], "is larger than the replay buffer (256)"),
     (["--resume=/nonexistent/run"], "error: --resume: /nonexistent/run/config.json does not exist"),
+    (["--M_q=inf"], "error: hyperparameter M_q=inf must be finite"),
+    (["--sweep=M_q=1,inf"], "error: hyperparameter M_q=inf must be finite"),
+    (["--reward_scale=nan"], "error: --reward_scale must be a finite number, got nan"),
+    (["--utd=inf"], "error: --utd must be a finite number, got inf"),
+    (["--critic_hidden="], "error: critic_hidden must list at least one hidden width"),
+    (["--actor_hidden="], "error: actor_hidden must list at least one hidden width"),
+    (["--num_devices=0"], "error: --num_devices must be a positive integer"),
+    (["--max_to_keep=0"], "error: --max_to_keep must be a positive integer, got 0"),
+    (["--checkpoint_every=-1"], "error: --checkpoint_every must be an integer >= 0"),
 ])
-def test_bad_input_exits_nonzero_with_one_line(args, message):
-  result = run_script(*args, timeout=120)
+def test_bad_input_exits_nonzero_with_one_line(args, message, tmp_path, capsys):
+  args = [*args, f"--runs_dir={tmp_path}"]
+  assert run_in_process(*args) == 1
+  err = capsys.readouterr().err
+  errors = [l for l in err.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and message in errors[0], err[-2000:]
+  assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_resume_of_a_bad_config_json_gives_one_line(case, tmp_path, capsys):
+  config, message = BAD_CONFIGS[case]
+  run_dir = _saved_run(tmp_path, config)
+  before = sorted(p.name for p in run_dir.iterdir())
+  assert run_in_process(f"--resume={run_dir}") == 1
+  err = capsys.readouterr().err
+  errors = [l for l in err.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and message in errors[0], err[-2000:]
+  assert f"{run_dir}/config.json" in errors[0]  # names the file
+  assert sorted(p.name for p in run_dir.iterdir()) == before  # nothing written
+  assert len(err.splitlines()) == 1, err  # no traceback
+
+
+def test_config_of_an_older_run_resumes_with_the_new_fields_defaults():
+  """Fields added since the first release may be missing from a saved config.json."""
+  old = _config_without("qsm.score_scale")
+  del old["algo"], old["sweep_name"], old["sweep_values"]
+  cfg = TrainConfig.from_saved(old)
+  assert cfg.algo == "qsm" and cfg.qsm.score_scale == "fixed" and cfg.sweep_values == ()
+  assert dataclasses.replace(cfg, qsm=TINY_LOOP.qsm, algo=TINY_LOOP.algo) == TINY_LOOP
+
+
+def test_script_smoke_bad_flag_in_a_subprocess():
+  """One subprocess: the script's own entry point prints one error line and exits 1."""
+  result = run_script("--num_envs=0", timeout=120)
   assert result.returncode == 1
   errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
-  assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+  assert len(errors) == 1 and "--num_envs must be a positive integer" in errors[0]
 
 
 def test_run_writes_every_artifact_and_rejects_mismatched_resume(tmp_path):
@@ -73,31 +173,70 @@ def test_run_writes_every_artifact_and_rejects_mismatched_resume(tmp_path):
   assert "checkpoint config does not match: env: saved 'inverted_pendulum'" in result.stderr
 
 
-def test_killed_run_resumes_to_the_same_parameters(tmp_path):
+def _checkpoint_steps(ckpts, partial=False):
+  """Steps of the finished checkpoints (or, partial=True, of those being written)."""
+  if not ckpts.exists():
+    return []
+  if partial:
+    return sorted(int(p.name.split(".")[0]) for p in ckpts.glob("*.orbax-checkpoint-tmp*"))
+  return sorted(int(p.name) for p in ckpts.glob("*") if p.name.isdigit())
+
+
+def _run_until(args, stop, deadline_s=300):
+  """Starts run.py with ``args``; SIGKILLs it as soon as ``stop()`` is true. Returns
+  whether it was killed (False: it finished first)."""
+  proc = subprocess.Popen([sys.executable, str(ROOT / "experiments" / "run.py"), *args],
+                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + deadline_s
+  while time.time() < deadline and proc.poll() is None:
+    if stop():
+      proc.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.005)
+  return proc.wait() == -signal.SIGKILL
+
+
+def test_killed_run_resumes_twice_to_the_same_parameters_keeping_its_options(tmp_path):
+  """Killed, resumed with only --resume (which keeps the saved --checkpoint_every=40),
+  killed again while that resumed run writes a checkpoint, resumed again with an
+  override: bit-identical to the uninterrupted run, metrics without gap or duplicate."""
   flags = [*TINY_FLAGS, "--total_steps=440", "--checkpoint_every=40"]
   reference = tmp_path / "reference"
   result = run_script(*flags, f"--run_dir={reference}")
   assert result.returncode == 0, result.stderr[-3000:]
 
   killed = tmp_path / "killed"
-  proc = subprocess.Popen([sys.executable, str(ROOT / "experiments" / "run.py"), *flags,
-                           f"--run_dir={killed}"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
   ckpts = killed / "checkpoints"
-  while time.time() < deadline:
-    done = [p for p in ckpts.glob("*") if p.name.isdigit()] if ckpts.exists() else []
-    if any(int(p.name) >= 160 for p in done):
-      break
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  finished = sorted(int(p.name) for p in ckpts.glob("*") if p.name.isdigit())
-  assert finished and finished[-1] < 440, "the run must be killed before its end"
+  assert _run_until([*flags, f"--run_dir={killed}"],
+                    lambda: any(s >= 160 for s in _checkpoint_steps(ckpts)))
+  first_kill = _checkpoint_steps(ckpts)[-1]
+  assert first_kill < 440, "the run must be killed before its end"
+  assert json.loads((killed / "run_options.json").read_text())["checkpoint_every"] == 40
 
-  result = run_script(f"--resume={killed}")
+  # Generation 2: only --resume; killed while it writes a checkpoint after its first one.
+  seen = set()
+
+  def writing_a_later_checkpoint():
+    seen.update(_checkpoint_steps(ckpts, partial=True) + _checkpoint_steps(ckpts))
+    return (any(s >= first_kill + 80 for s in _checkpoint_steps(ckpts, partial=True))
+            or any(s >= first_kill + 120 for s in _checkpoint_steps(ckpts)))  # missed it
+  assert _run_until([f"--resume={killed}"], writing_a_later_checkpoint), (
+      "the resumed run ended before it was killed")
+  # It kept the saved cadence: checkpoints every 40 env steps after the resume (the
+  # flag's default, 50,000, would have written none before the end).
+  later = sorted(s for s in seen if s > first_kill)
+  assert later[:2] == [first_kill + 40, first_kill + 80], sorted(seen)
+  assert all(s % 40 == 0 and s < 440 for s in later)
+
+  # Generation 3: an override is honoured and said in one line.
+  result = run_script(f"--resume={killed}", "--max_to_keep=20")
   assert result.returncode == 0, result.stderr[-3000:]
+  assert "resume: --max_to_keep=20 overrides the run's saved 2" in result.stdout
   assert "resumed from" in result.stdout
+  second_kill = int(result.stdout.split("resumed from")[1].split("env step ")[1].split()[0])
+  assert first_kill + 40 <= second_kill < 440
+  steps = _checkpoint_steps(ckpts)
+  assert steps[-1] == 440 and set(range(second_kill + 40, 441, 40)) <= set(steps)
   ref_state, ref_meta = restore(reference)
   res_state, res_meta = restore(killed)
   assert ref_meta["env_steps"] == res_meta["env_steps"] == 440
@@ -106,7 +245,8 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   rows = [json.loads(l) for l in (killed / "metrics.jsonl").read_text().splitlines()]
   assert [r["env_steps"] for r in rows] == list(range(80, 441, 40))  # no gap, no duplicate
   walls = [r["wall_s"] for r in rows]
-  assert walls == sorted(walls)  # the resumed session's clock continues the first one's
+  assert walls == sorted(walls)  # each resumed session's clock continues the last one's
+  assert json.loads((killed / "run_options.json").read_text())["max_to_keep"] == 20
 
 
 def test_leftover_partial_checkpoint_does_not_hide_the_last_good_one(tmp_path):
@@ -142,3 +282,26 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
   ckpt = Checkpointer(str(tmp_path / "run" / "checkpoints"))
   assert ckpt.latest_step() == 120
   ckpt.close()
+
+
+def test_resume_options_keep_the_saved_ones_and_report_overrides(tmp_path):
+  run_dir = str(tmp_path)
+  opts, notes = runner_module.resume_options(run_dir, {})
+  assert opts == RunOptions(run_dir=run_dir, resume=True)  # nothing saved: the defaults
+  assert len(notes) == 1 and "has no run_options.json" in notes[0]
+  runner_module.save_run_options(RunOptions(run_dir=run_dir, checkpoint_every=40,
+                                            max_to_keep=3, checkpoint_replay=False))
+  opts, notes = runner_module.resume_options(run_dir, {})
+  assert (opts.checkpoint_every, opts.max_to_keep, opts.checkpoint_replay, opts.resume) == (
+      40, 3, False, True) and notes == []
+  opts, notes = runner_module.resume_options(run_dir, {"checkpoint_every": 80,
+                                                       "max_to_keep": 3})
+  assert opts.checkpoint_every == 80 and opts.max_to_keep == 3
+  assert notes == ["resume: --checkpoint_every=80 overrides the run's saved 40"]
+  (tmp_path / "run_options.json").write_text('{"checkpoint_every": -5}')
+  with pytest.raises(ValueError, match=r"run_options.json: --checkpoint_every must be an "
+                                       r"integer >= 0"):
+    runner_module.resume_options(run_dir, {})
+  (tmp_path / "run_options.json").write_text('{"eval_every": 5}')
+  with pytest.raises(ValueError, match="run_options.json: unknown field 'eval_every'"):
+    runner_module.resume_options(run_dir, {})
