@@ -25,7 +25,9 @@ setup(
     install_requires=CORE,
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "matplotlib>=3.8", "torch==2.13.0",
-                 "gymnasium[mujoco]>=1.0"],
+                 "gymnasium[mujoco]>=1.0", "playground==0.2.0"],
+        # DeepMind Control Suite tasks (dmc/<task>) through MuJoCo Playground.
+        "dmc": ["playground==0.2.0"],
         "plot": ["matplotlib>=3.8"],
         "bench": ["torch==2.13.0", "gymnasium[mujoco]>=1.0", "matplotlib>=3.8"],
     },

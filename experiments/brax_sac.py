@@ -185,11 +185,16 @@ def train_one_seed(cfg, seed: int, deterministic_eval: bool = True,
   the call), chunk_s (training time since the previous eval) and our metric names."""
   import brax.envs  # pylint: disable=import-outside-toplevel
   from brax.training.agents.sac import train as sac_train  # pylint: disable=import-outside-toplevel
-  from qsm_jax.envs import check_env  # pylint: disable=import-outside-toplevel
+  from qsm_jax.envs import check_env, dmc_tasks, is_dmc  # pylint: disable=import-outside-toplevel
   settings = brax_settings(cfg, seed, deterministic_eval)
   kwargs = {k: v for k, v in settings.items() if k not in ("actor_hidden", "critic_hidden")}
   backend = check_env(cfg.env, cfg.backend)
-  env = brax.envs.get_environment(cfg.env, backend=backend)
+  if is_dmc(cfg.env):  # Playground's env with Playground's wrappers for Brax's trainers
+    from mujoco_playground import dm_control_suite, wrapper  # pylint: disable=import-outside-toplevel
+    env = dm_control_suite.load(dmc_tasks()[cfg.env], config_overrides={"impl": "jax"})
+    kwargs["wrap_env_fn"] = wrapper.wrap_for_brax_training
+  else:
+    env = brax.envs.get_environment(cfg.env, backend=backend)
   records = []
   last_train_s = [0.0]
   t0 = time.time()

@@ -1,5 +1,8 @@
 """Watch a trained policy (QSM, SAC or TD3): one rollout as Brax's HTML viewer and plots.
 
+DM Control Suite tasks (dmc/...) have no HTML viewer: their frames come from
+Playground's renderer (MuJoCo's, needs OpenGL), and the trajectory plot as for Brax.
+
   python experiments/render.py --run_dir=runs/inverted_pendulum-20261128-101500-s0
   python experiments/render.py --run_dir=runs/ant-... --out=ant.html --episode_length=300
 
@@ -52,13 +55,20 @@ def plot_trajectory(q, actions, rewards, path, title):
   plt.close(fig)
 
 
-def render_frames(sys_, states, count, path):
-  """A strip of ``count`` frames rendered by MuJoCo (needs an OpenGL context)."""
+def render_frames(env, states, count, path, dmc=False):
+  """A strip of ``count`` frames rendered by MuJoCo (needs an OpenGL context): Brax's
+  renderer for Brax envs, Playground's for DM Control Suite tasks."""
+  import types  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from brax.io import image  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
   picks = [states[int(i)] for i in np.linspace(0, len(states) - 1, count)]
-  frames = image.render_array(sys_, picks, height=240, width=320)
+  if dmc:
+    from mujoco_playground import render_array  # pylint: disable=import-outside-toplevel
+    frames = render_array(env.unwrapped.mj_model,
+                          [types.SimpleNamespace(data=d) for d in picks], height=240, width=320)
+  else:
+    from brax.io import image  # pylint: disable=import-outside-toplevel
+    frames = image.render_array(env.sys, picks, height=240, width=320)
   Image.fromarray(np.concatenate(frames, axis=1)).save(path)
 
 
@@ -69,6 +79,7 @@ def main(argv):
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from brax.io import html  # pylint: disable=import-outside-toplevel
+  from qsm_jax.envs import is_dmc  # pylint: disable=import-outside-toplevel
   from qsm_jax.evaluation import make_policy_rollout  # pylint: disable=import-outside-toplevel
   if FLAGS.frames < 0:
     fail(f"--frames must be >= 0, got {FLAGS.frames}")
@@ -87,15 +98,20 @@ def main(argv):
   out = FLAGS.out or os.path.join(run.run_dir, f"rollout_step{run.env_steps}.html")
   stem = out[:-5] if out.endswith(".html") else out
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  sys_ = env.sys
-  with open(out, "w") as f:
-    f.write(html.render(sys_, states, height=FLAGS.height))
+  dmc = is_dmc(env_name)
   ret = float(result["returns"][0])
   print(f"{env_name} ({backend}) | agent {FLAGS.agent} at env step {run.env_steps:,} | "
         f"{steps} steps, return {ret:.2f}")
-  print(f"wrote {out} (open it in a browser)")
+  if dmc:  # Brax's viewer draws Brax systems only
+    print("no HTML viewer for DM Control Suite tasks (Brax's viewer needs a Brax system): "
+          "see the frame strip and trajectory plot")
+  else:
+    with open(out, "w") as f:
+      f.write(html.render(env.sys, states, height=FLAGS.height))
+    print(f"wrote {out} (open it in a browser)")
+  q = traj["pipeline_state"].qpos if dmc else traj["pipeline_state"].q
   try:
-    plot_trajectory(np.asarray(traj["pipeline_state"].q[:steps + 1, 0]),
+    plot_trajectory(np.asarray(q[:steps + 1, 0]),
                     traj["action"][:steps, 0], traj["reward"][:steps, 0],
                     stem + "_trajectory.png",
                     f"{cfg.algo.upper()} on {env_name}, agent {FLAGS.agent}, env step {run.env_steps:,}: "
@@ -105,7 +121,7 @@ def main(argv):
     print("matplotlib is not installed: no trajectory plot (pip install -e '.[plot]')")
   if FLAGS.frames:
     try:
-      render_frames(sys_, states, FLAGS.frames, stem + "_frames.png")
+      render_frames(env, states, FLAGS.frames, stem + "_frames.png", dmc)
       print(f"wrote {stem}_frames.png")
     except Exception as e:  # pylint: disable=broad-except  # no OpenGL here: keep the rest
       first_line = (str(e).strip().splitlines() or [""])[0][:200]

@@ -18,6 +18,22 @@ import orbax.checkpoint as ocp
 FORMAT_VERSION = 2
 
 
+def _size(x) -> int:
+  return int(np.prod(x.shape))
+
+
+def _drop_empty(tree: Any) -> Any:
+  """Zero-size leaves (MJX data has some, e.g. ``act`` without stateful actuators) as
+  None: orbax refuses to save zero-size arrays, and they hold nothing to save."""
+  return jax.tree.map(lambda x: None if _size(x) == 0 else x, tree)
+
+
+def _restore_empty(restored: Any, template: Any) -> Any:
+  """``restored`` with the zero-size leaves of ``template`` put back (as zeros)."""
+  return jax.tree.map(lambda t, r: np.zeros(t.shape, t.dtype) if _size(t) == 0 else r,
+                      template, restored)
+
+
 class Checkpointer:
   """Saves and restores a (seed-batched) ``TrainState`` plus JSON metadata.
 
@@ -58,7 +74,7 @@ class Checkpointer:
   def save(self, step: int, train_state: Any, meta: dict) -> None:
     """Saves synchronously (returns once the checkpoint is complete on disk)."""
     meta = {**meta, "has_replay": self.save_replay, "format_version": FORMAT_VERSION}
-    items = {"state": ocp.args.StandardSave(train_state.replace(replay=None)),
+    items = {"state": ocp.args.StandardSave(_drop_empty(train_state.replace(replay=None))),
              "meta": ocp.args.JsonSave(meta)}
     if self.save_replay:
       items["replay"] = ocp.args.StandardSave(train_state.replay)
@@ -81,12 +97,13 @@ class Checkpointer:
     # from orbax's item metadata alone).
     meta = self.read_meta(step)
     has_replay = bool(meta.get("has_replay"))
-    items = {"state": ocp.args.StandardRestore(abstract)}
+    items = {"state": ocp.args.StandardRestore(_drop_empty(abstract))}
     if has_replay:
       items["replay"] = ocp.args.StandardRestore(
           jax.tree.map(to_abstract, template.replay))
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-    state = restored["state"].replace(replay=restored["replay"] if has_replay else template.replay)
+    state = _restore_empty(restored["state"], abstract)
+    state = state.replace(replay=restored["replay"] if has_replay else template.replay)
     return state, meta, has_replay
 
   def restore_arrays(self, step: Optional[int] = None) -> tuple[dict, dict]:

@@ -1,5 +1,17 @@
-"""Brax environments for training and evaluation, wrapped by Brax's own wrappers."""
+"""Environments for training and evaluation: Brax's, and (optional) MuJoCo Playground's
+DeepMind Control Suite as ``dmc/<task>``, both wrapped by Brax's own wrappers.
+
+DM Control Suite tasks are named ``dmc/`` + Playground's name in snake case
+(``CartpoleSwingup`` -> ``dmc/cartpole_swingup``; ``dmc_tasks()`` lists them). They need
+the ``dmc`` extra (``pip install -e '.[dmc]'``), which this module imports only when such a
+name is used. They run MJX's JAX implementation on any device (Playground's default,
+'warp', needs NVIDIA Warp), with Playground's control interval and action repeat 1, as
+the paper's DMC runs; every episode end is a time limit (a truncation, bootstrapped),
+except a physics blow-up to NaN, which Playground marks done.
+"""
 from __future__ import annotations
+
+import re
 
 import brax.envs
 import jax
@@ -34,15 +46,56 @@ BACKENDS = ("spring", "positional", "generalized", "mjx")
 UNSUPPORTED_BACKENDS = {"swimmer": ("spring", "positional", "mjx")}
 
 
+DMC_PREFIX = "dmc/"
+DMC_EXTRA = "pip install -e '.[dmc]'"
+DMC_BACKEND = "mjx"  # Playground's envs are MJX models; the only backend they have
+
+
 def env_names() -> list[str]:
   """The Brax env names this project supports (Brax's registry minus its test env)."""
   return sorted(n for n in brax.envs._envs if n != "fast")  # pylint: disable=protected-access
 
 
+def is_dmc(name: str) -> bool:
+  """Whether ``name`` names a DM Control Suite task (``dmc/<task>``)."""
+  return name.startswith(DMC_PREFIX)
+
+
+def _playground():
+  try:
+    import mujoco_playground  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  return mujoco_playground
+
+
+def dmc_tasks() -> dict[str, str]:
+  """``dmc/<task>`` -> Playground's name, for every task of Playground's DM Control Suite
+  registry ({} without the ``dmc`` extra)."""
+  playground = _playground()
+  if playground is None:
+    return {}
+  snake = lambda n: re.sub(r"(?<!^)(?=[A-Z])", "_", n).lower()
+  return {DMC_PREFIX + snake(n): n for n in playground.dm_control_suite.ALL_ENVS}
+
+
 def check_env(name: str, backend: str | None) -> str:
   """Validates env and backend names; returns the backend to use."""
+  if is_dmc(name):
+    if _playground() is None:
+      raise ValueError(f"env {name!r} is a DeepMind Control Suite task from MuJoCo "
+                       f"Playground, which is not installed: {DMC_EXTRA}")
+    if name not in dmc_tasks():
+      raise ValueError(f"unknown env {name!r}; valid DM Control Suite envs: "
+                       f"{', '.join(sorted(dmc_tasks()))}")
+    if backend not in (None, DMC_BACKEND):
+      raise ValueError(f"env {name!r} runs on MJX only: leave --backend out (got {backend!r})")
+    return DMC_BACKEND
   if name not in env_names():
-    raise ValueError(f"unknown env {name!r}; valid envs: {', '.join(env_names())}")
+    dmc = (", ".join(sorted(dmc_tasks())) if _playground() is not None
+           else f"dmc/<task> with {DMC_EXTRA}")
+    raise ValueError(f"unknown env {name!r}; valid envs: {', '.join(env_names())}; "
+                     f"DM Control Suite: {dmc}")
   backend = backend or DEFAULT_BACKENDS.get(name, "generalized")
   if backend not in BACKENDS:
     raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
@@ -81,12 +134,14 @@ class NextObsWrapper(brax.envs.Wrapper):
 
 def make_env(name: str, backend: str | None = None, episode_length: int = 1000,
              action_repeat: int = 1, auto_reset: bool = True) -> brax.envs.Env:
-  """A batched Brax env: Episode (time limit, action repeat) -> NextObs -> Vmap -> AutoReset.
+  """A batched env: Episode (time limit, action repeat) -> NextObs -> Vmap -> AutoReset.
 
   ``reset`` takes a batch of keys (N, 2) and ``step`` a batch of actions (N, act_dim).
   With ``auto_reset=False`` (evaluation) finished envs stay done.
   """
   backend = check_env(name, backend)
+  if is_dmc(name):
+    return _make_dmc_env(name, episode_length, action_repeat, auto_reset)
   env = brax.envs.get_environment(name, backend=backend)
   env = brax_wrappers.EpisodeWrapper(env, episode_length, action_repeat)
   env = NextObsWrapper(env)
@@ -94,3 +149,26 @@ def make_env(name: str, backend: str | None = None, episode_length: int = 1000,
   if auto_reset:
     env = brax_wrappers.AutoResetWrapper(env)
   return env
+
+
+def _make_dmc_env(name, episode_length, action_repeat, auto_reset):
+  """A Playground DM Control Suite task with the same wrappers as a Brax env.
+
+  Playground's auto-reset (as Brax's) restarts a finished env from the state it was
+  first reset to and keeps ``info`` (so ``next_obs`` and ``truncation`` survive it);
+  evaluation (auto_reset=False) draws fresh initial states.
+  """
+  playground = _playground()
+  env = playground.dm_control_suite.load(dmc_tasks()[name], config_overrides={"impl": "jax"})
+  env = brax_wrappers.EpisodeWrapper(env, episode_length, action_repeat)
+  env = NextObsWrapper(env)
+  env = brax_wrappers.VmapWrapper(env)
+  if auto_reset:
+    env = playground.wrapper.BraxAutoResetWrapper(env)
+  return env
+
+
+def physics_state(state):
+  """The simulator state inside an env state: Brax's ``pipeline_state``, Playground's
+  ``data``."""
+  return state.pipeline_state if hasattr(state, "pipeline_state") else state.data

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qsm_jax.envs import check_env, make_env, normalise_env_state
+from qsm_jax.envs import check_env, make_env, normalise_env_state, physics_state
 from qsm_jax.algorithms import act as agent_act
 
 
@@ -27,7 +27,8 @@ def run_episodes(env, act: Callable[[jax.Array, jax.Array], jax.Array], reset_ke
     act: ``act(obs (N, obs_dim), key) -> actions (N, act_dim)``.
     reset_key, act_key: keys for the initial states and for acting.
     num_episodes, episode_length, action_repeat: as in the env's EpisodeWrapper.
-    record: also return the trajectory (Brax pipeline states, observations, actions,
+    record: also return the trajectory (simulator states: Brax's pipeline states or
+      Playground's MJX data, under "pipeline_state"; observations, actions,
       rewards and the alive mask per step), e.g. for rendering.
 
   Returns:
@@ -46,7 +47,7 @@ def run_episodes(env, act: Callable[[jax.Array, jax.Array], jax.Array], reset_ke
     length = length + alive * action_repeat
     out = None
     if record:
-      out = {"pipeline_state": next_state.pipeline_state, "obs": state.obs, "action": actions,
+      out = {"pipeline_state": physics_state(next_state), "obs": state.obs, "action": actions,
              "reward": next_state.reward, "alive": alive}
     alive = alive * (1.0 - next_state.done)
     return (next_state, ret, length, alive), out
@@ -58,7 +59,7 @@ def run_episodes(env, act: Callable[[jax.Array, jax.Array], jax.Array], reset_ke
   if record:
     trajectory["pipeline_state"] = jax.tree.map(
         lambda first, rest: jnp.concatenate([first[None], rest]),
-        state.pipeline_state, trajectory["pipeline_state"])
+        physics_state(state), trajectory["pipeline_state"])
     result["trajectory"] = trajectory
   return result
 
