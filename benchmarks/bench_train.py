@@ -28,7 +28,8 @@ import torch_qsm as tq  # pylint: disable=wrong-import-position
 from bench_update import SIZES  # pylint: disable=wrong-import-position
 
 from qsm_jax.config import QSMHyperparams  # pylint: disable=wrong-import-position
-from qsm_jax.training import TrainConfig, make_trainer  # pylint: disable=wrong-import-position
+from qsm_jax.config import TrainConfig  # pylint: disable=wrong-import-position
+from qsm_jax.training import make_trainer  # pylint: disable=wrong-import-position
 
 BATCH = 256
 

@@ -10,13 +10,11 @@ and written to <out>/<env>/reference.json.
 """
 import json
 import os
-import sys
 
 from absl import app, flags
 
-from cli import fail  # experiments/cli.py
+from qsm_jax.cli.common import fail
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("envs", ["inverted_pendulum", "reacher", "hopper"], "Brax env names.")

@@ -1,8 +1,13 @@
 """qsm_jax: Q-Score Matching (Psenka et al., ICML 2024) as pure, jitted JAX functions,
 with SAC and TD3 baselines in the same form.
 
+``import qsm_jax`` loads jax, flax, optax and chex only: Brax (and MuJoCo) load with the
+training loop (qsm_jax.runner / training / envs), orbax when a checkpoint is read or
+written, matplotlib when a plot is drawn.
+
 The public API:
   QSMConfig, QSMHyperparams   static configuration / numeric hyperparameter leaves
+  TrainConfig                 a training run's settings (qsm_jax.runner.train runs one)
   init_state, QSMState        build the train state (our networks or your Flax modules)
   Batch, qsm_update           one pure, jitted update (optionally data-parallel)
   sample_actions              batched DDPM policy sampling
@@ -14,7 +19,7 @@ The public API:
   make_schedule, ddpm_sample, noise_actions   the diffusion machinery
 """
 from qsm_jax.algorithms import Algorithm, act, get_algorithm
-from qsm_jax.config import QSMConfig, QSMHyperparams
+from qsm_jax.config import QSMConfig, QSMHyperparams, TrainConfig
 from qsm_jax.diffusion import (DiffusionSchedule, ddpm_sample, make_schedule, noise_actions)
 from qsm_jax.loading import CheckpointError, LoadedRun, Policy, load_policy, load_run
 from qsm_jax.networks import Critic, FourierFeatures, NoiseModel
@@ -30,7 +35,8 @@ __all__ = [
     "Algorithm", "SACState", "TD3State", "act", "get_algorithm", "init_sac", "init_td3",
     "sac_act", "sac_update", "td3_act", "td3_update",
     "Batch", "CheckpointError", "Critic", "DiffusionSchedule", "FourierFeatures", "LoadedRun",
-    "NoiseModel", "Policy", "QSMConfig", "QSMHyperparams", "QSMState", "ddpm_sample",
+    "NoiseModel", "Policy", "QSMConfig", "QSMHyperparams", "QSMState", "TrainConfig",
+    "ddpm_sample",
     "ensemble_apply", "init_state", "load_policy", "load_run", "make_schedule",
     "noise_actions", "qsm_update", "sample_actions",
 ]

@@ -16,7 +16,7 @@ import jax
 from qsm_jax.policy import sample_actions
 from qsm_jax.sac import SACState, init_sac, sac_act, sac_update
 from qsm_jax.state import QSMState, init_state
-from qsm_jax.td3 import TD3State, init_td3, td3_act, td3_update
+from qsm_jax.td3 import TD3State, init_td3, td3_act, td3_update, td3_update_pair
 from qsm_jax.update import qsm_update
 
 
@@ -27,12 +27,16 @@ class Algorithm(NamedTuple):
   init: Callable
   act: Callable
   update: Callable
+  # Optional: two consecutive updates in one call, (state, batches (2, B, ...), keys (2,
+  # ...), axis_name) -> (state, metrics); the loop uses it when it runs an even number of
+  # updates per vectorised step (TD3: its delayed actor step without a select).
+  update_pair: Optional[Callable] = None
 
 
 ALGORITHMS = {
     "qsm": Algorithm("qsm", QSMState, init_state, sample_actions, qsm_update),
     "sac": Algorithm("sac", SACState, init_sac, sac_act, sac_update),
-    "td3": Algorithm("td3", TD3State, init_td3, td3_act, td3_update),
+    "td3": Algorithm("td3", TD3State, init_td3, td3_act, td3_update, td3_update_pair),
 }
 
 

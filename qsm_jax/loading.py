@@ -16,10 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qsm_jax.checkpoint import FORMAT_VERSION, Checkpointer
 from qsm_jax.algorithms import act as agent_act
 from qsm_jax.algorithms import check_temperature, get_algorithm
-from qsm_jax.training import TrainConfig
+from qsm_jax.config import TrainConfig
 
 
 class CheckpointError(ValueError):
@@ -95,6 +94,8 @@ def load_run(path: str, step: Optional[int] = None) -> LoadedRun:
     unreadable (corrupt) checkpoint, or one written by an incompatible version.
   """
   run_dir, ckpt_dir, step = _locate(path, step)
+  # orbax loads here, not with `import qsm_jax`.
+  from qsm_jax.checkpoint import FORMAT_VERSION, Checkpointer  # pylint: disable=import-outside-toplevel
   checkpointer = Checkpointer(ckpt_dir)
   try:
     steps = checkpointer.all_steps()

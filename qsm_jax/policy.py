@@ -25,8 +25,22 @@ def sample_from_params(state: QSMState, actor_params: Params, obs: jax.Array, ke
                      clip_denoised=state.config.clip_denoised)
 
 
-def _sample_actions(state: QSMState, obs: jax.Array, key: jax.Array, explore: bool = False,
-                    temperature: Optional[float] = None) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("explore",))
+def sample_actions(state: QSMState, obs: jax.Array, key: jax.Array, explore: bool = False,
+                   temperature: Optional[float] = None) -> jax.Array:
+  """Samples one action per observation from the diffusion policy.
+
+  Args:
+    state: a ``QSMState``.
+    obs: (B, obs_dim) observations.
+    key: PRNG key.
+    explore: add N(0, exploration_noise^2) and clip (static: True/False compile apart).
+    temperature: sampler noise scale; None uses ``state.hparams.temperature``
+      (0 gives the deterministic, noise-free sampler).
+
+  Returns:
+    (B, act_dim) actions in [-1, 1].
+"""
   chex.assert_rank(obs, 2)
   chex.assert_axis_dimension(obs, 1, state.obs_dim)
   temp = state.hparams.temperature if temperature is None else temperature
@@ -38,17 +52,3 @@ def _sample_actions(state: QSMState, obs: jax.Array, key: jax.Array, explore: bo
   return actions
 
 
-sample_actions = jax.jit(_sample_actions, static_argnames=("explore",))
-sample_actions.__doc__ = """Samples one action per observation from the diffusion policy.
-
-Args:
-  state: a ``QSMState``.
-  obs: (B, obs_dim) observations.
-  key: PRNG key.
-  explore: add N(0, exploration_noise^2) and clip (static: True/False compile apart).
-  temperature: sampler noise scale; None uses ``state.hparams.temperature``
-    (0 gives the deterministic, noise-free sampler).
-
-Returns:
-  (B, act_dim) actions in [-1, 1].
-"""

@@ -20,12 +20,12 @@ import time
 from typing import Callable, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from qsm_jax.checkpoint import Checkpointer
 from qsm_jax.parallel import DeviceLayout
-from qsm_jax.training import TrainConfig, TrainState, check_divisible, make_trainer
+from qsm_jax.config import TrainConfig
+from qsm_jax.training import TrainState, check_divisible, make_trainer
 
 # Settings that may change when resuming: they do not change the algorithm's result.
 RESUMABLE_CHANGES = ("total_steps", "eval_every", "num_eval_envs")
@@ -215,11 +215,9 @@ class _Logger:
       return
     with open(self.path, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in self.rows)
-    try:
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
-    except ImportError:  # tensorboardX comes with brax; be tolerant anyway
-      self.tb = None
+    # tensorboardX is a declared dependency (brax needs it too).
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
 
   def write(self, row: dict) -> None:
     self.rows.append(row)

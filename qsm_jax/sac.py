@@ -10,6 +10,7 @@ schedule, target/exploration noise, temperature) are ignored: SAC explores by sa
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import flax.linen as nn
@@ -77,8 +78,11 @@ def tanh_gaussian(mean: jax.Array, log_std: jax.Array, noise: jax.Array
   return jnp.tanh(pre), gaussian - squash
 
 
-def _sac_act(state: SACState, obs: jax.Array, key: jax.Array, explore: bool = False
-             ) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("explore",))
+def sac_act(state: SACState, obs: jax.Array, key: jax.Array, explore: bool = False
+            ) -> jax.Array:
+  """SAC's actions for (B, obs_dim) observations: a sample from the squashed
+  Gaussian when ``explore``, else tanh(mean) (what evaluations use)."""
   mean, log_std = state.actor.apply(state.actor_params, obs)
   if not explore:
     return jnp.tanh(mean)
@@ -86,13 +90,19 @@ def _sac_act(state: SACState, obs: jax.Array, key: jax.Array, explore: bool = Fa
   return action
 
 
-sac_act = jax.jit(_sac_act, static_argnames=("explore",))
-sac_act.__doc__ = """SAC's actions for (B, obs_dim) observations: a sample from the squashed
-Gaussian when ``explore``, else tanh(mean) (what evaluations use)."""
 
 
-def _sac_update(state: SACState, batch: Batch, key: jax.Array,
-                axis_name: Optional[str] = None) -> tuple[SACState, dict]:
+@functools.partial(jax.jit, static_argnames=("axis_name",))
+def sac_update(state: SACState, batch: Batch, key: jax.Array,
+               axis_name: Optional[str] = None) -> tuple[SACState, dict]:
+  """One SAC update: critic step, Polyak targets, actor step, alpha step.
+
+  Pure and jitted, the same contract as ``qsm_update``: ``(state, batch, key,
+  axis_name=None) -> (new_state, metrics)``; with ``axis_name`` the batch is this device's
+  shard of a global batch (gradients pmean-ed, draws made for the global batch).
+  Metrics: critic_loss, actor_loss, q_mean, target_q_mean, alpha, entropy (-E log pi),
+  critic_grad_norm, actor_grad_norm.
+"""
   check_batch(state, batch)
   hp, cfg = state.hparams, state.config
   pmean = (lambda x: jax.lax.pmean(x, axis_name)) if axis_name else (lambda x: x)
@@ -155,12 +165,3 @@ def _sac_update(state: SACState, batch: Batch, key: jax.Array,
   return new_state, jax.tree.map(pmean, metrics)
 
 
-sac_update = jax.jit(_sac_update, static_argnames=("axis_name",))
-sac_update.__doc__ = """One SAC update: critic step, Polyak targets, actor step, alpha step.
-
-Pure and jitted, the same contract as ``qsm_update``: ``(state, batch, key,
-axis_name=None) -> (new_state, metrics)``; with ``axis_name`` the batch is this device's
-shard of a global batch (gradients pmean-ed, draws made for the global batch).
-Metrics: critic_loss, actor_loss, q_mean, target_q_mean, alpha, entropy (-E log pi),
-critic_grad_norm, actor_grad_norm.
-"""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import chex
 import flax.linen as nn
 import flax.struct
 import jax
@@ -132,8 +131,3 @@ def init_state(key: jax.Array, obs_dim: int, act_dim: int,
       obs_dim=obs_dim,
       act_dim=act_dim,
   )
-
-
-def tree_num_params(params: Params) -> int:
-  """Number of scalars in a parameter tree."""
-  return sum(x.size for x in jax.tree.leaves(params))

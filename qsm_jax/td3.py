@@ -11,6 +11,7 @@ The target-policy smoothing is TD3's own (noise 0.2 clipped to 0.5), not QSM's
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import flax.linen as nn
@@ -68,8 +69,11 @@ def init_td3(key: jax.Array, obs_dim: int, act_dim: int, config: QSMConfig = QSM
                   obs_dim=obs_dim, act_dim=act_dim)
 
 
-def _td3_act(state: TD3State, obs: jax.Array, key: jax.Array, explore: bool = False
-             ) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("explore",))
+def td3_act(state: TD3State, obs: jax.Array, key: jax.Array, explore: bool = False
+            ) -> jax.Array:
+  """TD3's actions for (B, obs_dim) observations: the deterministic actor,
+  plus N(0, exploration_noise^2) clipped to [-1, 1] when ``explore``."""
   action = state.actor.apply(state.actor_params, obs)
   if explore:
     noise = jax.random.normal(key, action.shape, action.dtype)
@@ -77,13 +81,12 @@ def _td3_act(state: TD3State, obs: jax.Array, key: jax.Array, explore: bool = Fa
   return action
 
 
-td3_act = jax.jit(_td3_act, static_argnames=("explore",))
-td3_act.__doc__ = """TD3's actions for (B, obs_dim) observations: the deterministic actor,
-plus N(0, exploration_noise^2) clipped to [-1, 1] when ``explore``."""
 
 
-def _td3_update(state: TD3State, batch: Batch, key: jax.Array,
-                axis_name: Optional[str] = None) -> tuple[TD3State, dict]:
+def _td3_step(state: TD3State, batch: Batch, key: jax.Array, axis_name: Optional[str],
+              actor_step: bool) -> tuple[TD3State, dict]:
+  """A critic step, and with ``actor_step`` (a Python bool: nothing of the other branch
+  is traced) also the actor step and the Polyak update of both targets."""
   check_batch(state, batch)
   hp, cfg = state.hparams, state.config
   pmean = (lambda x: jax.lax.pmean(x, axis_name)) if axis_name else (lambda x: x)
@@ -98,29 +101,25 @@ def _td3_update(state: TD3State, batch: Batch, key: jax.Array,
   critic_params, critic_opt_state, critic_aux, critic_grads = critic_step(
       state, batch, target, pmean)
 
-  # Actor (every POLICY_DELAY updates): maximise Q_1(s, pi(s)), then both targets move.
+  # Actor: maximise Q_1(s, pi(s)), then both targets move.
   first_critic = jax.tree.map(lambda x: x[0], critic_params)
 
   def actor_loss(params):
     action = state.actor.apply(params, batch.obs)
     return -jnp.mean(state.critic.apply(first_critic, batch.obs, action))
 
-  def delayed_step(_):
+  if actor_step:
     loss, grads = jax.value_and_grad(actor_loss)(state.actor_params)
     grads = pmean(grads)
-    params, opt_state = adam_step(cfg, state.actor_params, state.actor_opt_state, grads,
-                                  hp.actor_lr)
-    targets = (optax.incremental_update(params, state.target_actor_params, hp.tau),
-               optax.incremental_update(critic_params, state.target_critic_params, hp.tau))
-    return params, opt_state, targets, pmean(loss), optax.tree.norm(grads)
-
-  def skip(_):
-    targets = (state.target_actor_params, state.target_critic_params)
-    return (state.actor_params, state.actor_opt_state, targets,
-            pmean(actor_loss(state.actor_params)), jnp.zeros((), jnp.float32))
-
-  actor_params, actor_opt_state, (target_actor, target_critic), loss, grad_norm = jax.lax.cond(
-      state.step % POLICY_DELAY == 0, delayed_step, skip, None)
+    actor_params, actor_opt_state = adam_step(cfg, state.actor_params, state.actor_opt_state,
+                                              grads, hp.actor_lr)
+    target_actor = optax.incremental_update(actor_params, state.target_actor_params, hp.tau)
+    target_critic = optax.incremental_update(critic_params, state.target_critic_params, hp.tau)
+    loss, grad_norm = pmean(loss), optax.tree.norm(grads)
+  else:
+    actor_params, actor_opt_state = state.actor_params, state.actor_opt_state
+    target_actor, target_critic = state.target_actor_params, state.target_critic_params
+    loss, grad_norm = pmean(actor_loss(state.actor_params)), jnp.zeros((), jnp.float32)
 
   new_state = state.replace(
       actor_params=actor_params, target_actor_params=target_actor,
@@ -133,17 +132,45 @@ def _td3_update(state: TD3State, batch: Batch, key: jax.Array,
       "q_mean": pmean(jnp.mean(critic_aux["q"])),
       "target_q_mean": pmean(jnp.mean(target)),
       "critic_grad_norm": optax.tree.norm(critic_grads),
-      "actor_grad_norm": grad_norm,  # 0 on the updates without an actor step
+      "actor_grad_norm": grad_norm,
   }
   return new_state, metrics
 
 
-td3_update = jax.jit(_td3_update, static_argnames=("axis_name",))
-td3_update.__doc__ = """One TD3 update: critic step; every second call also the actor step and
-the Polyak update of both targets.
+@functools.partial(jax.jit, static_argnames=("axis_name",))
+def td3_update(state: TD3State, batch: Batch, key: jax.Array,
+               axis_name: Optional[str] = None) -> tuple[TD3State, dict]:
+  """One TD3 update: critic step; every second call (``state.step`` even) also the actor
+  step and the Polyak update of both targets.
 
-Pure and jitted, the same contract as ``qsm_update``: ``(state, batch, key,
-axis_name=None) -> (new_state, metrics)``. Metrics: critic_loss, actor_loss (-Q_1(s, pi(s))
-before the step), q_mean, target_q_mean, critic_grad_norm, actor_grad_norm (0 on the
-calls without an actor step).
-"""
+  Pure and jitted, the same contract as ``qsm_update``: ``(state, batch, key,
+  axis_name=None) -> (new_state, metrics)``. Metrics: critic_loss, actor_loss (-Q_1(s, pi(s))
+  before the step), q_mean, target_q_mean, critic_grad_norm, actor_grad_norm (0 on the
+  calls without an actor step).
+
+  The delay is a ``lax.cond``: under ``vmap`` (several seeds) it becomes a select that
+  computes both branches; ``td3_update_pair`` skips the actor's work for real.
+  """
+  return jax.lax.cond(state.step % POLICY_DELAY == 0,
+                      lambda s: _td3_step(s, batch, key, axis_name, actor_step=True),
+                      lambda s: _td3_step(s, batch, key, axis_name, actor_step=False), state)
+
+
+@functools.partial(jax.jit, static_argnames=("axis_name",))
+def td3_update_pair(state: TD3State, batches: Batch, keys: jax.Array,
+                    axis_name: Optional[str] = None) -> tuple[TD3State, dict]:
+  """Two TD3 updates from an even ``state.step``: the first with the actor step and the
+  Polyak updates, the second critic-only, with no select in between. The same result
+  as two ``td3_update`` calls (tests/test_baselines.py), at the cost of one actor step
+  under ``vmap`` too.
+
+  ``batches`` and ``keys`` have a leading axis of 2 (one per update). Metrics are the
+  two updates' means, except actor_loss and actor_grad_norm: the actor step's.
+  """
+  state, first = _td3_step(state, jax.tree.map(lambda x: x[0], batches), keys[0], axis_name,
+                           actor_step=True)
+  state, second = _td3_step(state, jax.tree.map(lambda x: x[1], batches), keys[1], axis_name,
+                            actor_step=False)
+  metrics = jax.tree.map(lambda a, b: (a + b) / 2, first, second)
+  metrics.update(actor_loss=first["actor_loss"], actor_grad_norm=first["actor_grad_norm"])
+  return state, metrics

@@ -1,6 +1,7 @@
 """``qsm_update``: one critic step, target update and QSM actor step, as one pure function."""
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import chex
@@ -12,7 +13,7 @@ import optax
 from qsm_jax import losses
 from qsm_jax.diffusion import make_schedule, noise_actions
 from qsm_jax.policy import sample_from_params
-from qsm_jax.state import QSMState, adam_direction, ensemble_apply
+from qsm_jax.state import QSMState, adam_direction
 
 
 @flax.struct.dataclass
@@ -117,8 +118,32 @@ def q_score_scale(cfg, score_norm: jax.Array, step: jax.Array, grad_q: jax.Array
   return jnp.maximum(score_norm / correction, 1e-12), score_norm
 
 
-def _qsm_update(state: QSMState, batch: Batch, key: jax.Array,
-                axis_name: Optional[str] = None) -> tuple[QSMState, dict]:
+@functools.partial(jax.jit, static_argnames=("axis_name",))
+def qsm_update(state: QSMState, batch: Batch, key: jax.Array,
+               axis_name: Optional[str] = None) -> tuple[QSMState, dict]:
+  """One QSM update: critic step, Polyak target update, then the QSM actor step.
+
+  Pure and jitted: ``new_state, metrics = qsm_update(state, batch, key)``.
+
+  Args:
+    state: a ``QSMState`` (from ``init_state``, with our networks or yours).
+    batch: a ``Batch`` of B transitions.
+    key: PRNG key for the sampler, target noise, diffusion steps and noise.
+    axis_name: if given, ``batch`` is this device's shard of a global batch split over
+      the mapped axis (``pmap`` / ``shard_map``): gradients and metrics are averaged with
+      ``lax.pmean``, and random draws are made for the global batch with ``key`` and
+      sliced to this shard. Give every device the SAME key: k devices then compute the
+      same update as one device with the whole batch. None (default): single device.
+
+  Returns:
+    (new_state, metrics): metrics holds critic_loss, actor_loss, q_mean, target_q_mean,
+    grad_q_norm (mean |grad_a Q|), eps_pred_norm (mean |eps_theta|), score_target_norm,
+    score_scale (what -M_q grad_a Q was divided by: 1 with score_scale='fixed'),
+    critic_grad_norm, actor_grad_norm and actor_lr, as scalars.
+
+  Works under ``jax.vmap`` (seeds, hyperparameter sweeps) and inside your own ``jit``
+  or ``lax.scan``.
+"""
   check_batch(state, batch)
   hp, cfg = state.hparams, state.config
   schedule = make_schedule(cfg.T, cfg.beta_schedule)
@@ -179,27 +204,3 @@ def _qsm_update(state: QSMState, batch: Batch, key: jax.Array,
   return new_state, jax.tree.map(pmean, metrics)
 
 
-qsm_update = jax.jit(_qsm_update, static_argnames=("axis_name",))
-qsm_update.__doc__ = """One QSM update: critic step, Polyak target update, then the QSM actor step.
-
-Pure and jitted: ``new_state, metrics = qsm_update(state, batch, key)``.
-
-Args:
-  state: a ``QSMState`` (from ``init_state``, with our networks or yours).
-  batch: a ``Batch`` of B transitions.
-  key: PRNG key for the sampler, target noise, diffusion steps and noise.
-  axis_name: if given, ``batch`` is this device's shard of a global batch split over
-    the mapped axis (``pmap`` / ``shard_map``): gradients and metrics are averaged with
-    ``lax.pmean``, and random draws are made for the global batch with ``key`` and
-    sliced to this shard. Give every device the SAME key: k devices then compute the
-    same update as one device with the whole batch. None (default): single device.
-
-Returns:
-  (new_state, metrics): metrics holds critic_loss, actor_loss, q_mean, target_q_mean,
-  grad_q_norm (mean |grad_a Q|), eps_pred_norm (mean |eps_theta|), score_target_norm,
-  score_scale (what -M_q grad_a Q was divided by: 1 with score_scale='fixed'),
-  critic_grad_norm, actor_grad_norm and actor_lr, as scalars.
-
-Works under ``jax.vmap`` (seeds, hyperparameter sweeps) and inside your own ``jit``
-or ``lax.scan``.
-"""

@@ -124,7 +124,7 @@ def test_same_seed_same_metrics_different_seed_different():
       state, m = q.qsm_update(state, batch, jax.random.fold_in(jax.random.PRNGKey(seed), i))
     return state, m
 
-  (s1, m1), (s2, m2), (s3, m3) = run(0), run(0), run(1)
+  (s1, m1), (s2, m2), (_, m3) = run(0), run(0), run(1)
   for k in m1:
     assert float(m1[k]) == float(m2[k]), k
   assert not _leaves_differ(s1.actor_params, s2.actor_params)
@@ -154,3 +154,19 @@ def test_axis_name_averages_gradients_like_one_big_batch():
   _, unsynced_m = jax.vmap(lambda b, k: q.qsm_update(state, b, k))(
       shards, jax.random.split(jax.random.PRNGKey(2), 4))
   assert np.ptp(np.asarray(unsynced_m["critic_grad_norm"])) > 1e-3
+
+
+def test_import_loads_no_simulator_checkpointing_or_plotting():
+  """`import qsm_jax` (the update as a library) loads jax, flax, optax and chex only."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  heavy = ("brax", "mujoco", "mujoco_playground", "orbax", "tensorstore", "matplotlib",
+           "torch")
+  script = ("import sys, qsm_jax\n"
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))\n"
+            "print(qsm_jax.qsm_update.__name__, qsm_jax.TrainConfig().env)")
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, check=True)
+  loaded, names = result.stdout.splitlines()[-2:]
+  assert loaded == "", f"import qsm_jax loaded {loaded}"
+  assert names == "qsm_update inverted_pendulum"

@@ -59,6 +59,39 @@ def test_sac_alpha_moves_toward_the_target_entropy(log_std, direction):
   np.testing.assert_allclose(float(new.log_alpha), direction * 3e-4, rtol=1e-3)
 
 
+def test_td3_update_pair_is_two_updates_and_skips_the_actor_under_vmap():
+  """td3_update_pair == td3_update twice (the loop's path for an even number of updates);
+  under vmap over seeds the pair's program holds one actor step where two cond-ed
+  updates hold two (lax.cond becomes a select)."""
+  from qsm_jax.td3 import td3_update_pair  # pylint: disable=import-outside-toplevel
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  states = jax.vmap(lambda k: q.init_td3(k, 3, 2, TINY, q.QSMHyperparams(tau=0.5)))(keys)
+  batches = jax.vmap(lambda k: jax.vmap(lambda kk: random_batch(kk, 32, 3, 2))(
+      jax.random.split(k, 2)))(keys)   # (seeds, 2, 32, ...)
+  update_keys = jax.vmap(lambda k: jax.random.split(k, 2))(jax.random.split(keys[0], 3))
+
+  def twice(state, batch, key):
+    state, m1 = q.td3_update(state, jax.tree.map(lambda x: x[0], batch), key[0])
+    state, m2 = q.td3_update(state, jax.tree.map(lambda x: x[1], batch), key[1])
+    return state, (m1, m2)
+
+  single, (m1, m2) = jax.jit(jax.vmap(twice))(states, batches, update_keys)
+  paired, pm = jax.jit(jax.vmap(td3_update_pair))(states, batches, update_keys)
+  for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(paired)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(pm["critic_loss"], (m1["critic_loss"] + m2["critic_loss"]) / 2,
+                             rtol=1e-6)
+  np.testing.assert_allclose(pm["actor_grad_norm"], m1["actor_grad_norm"], rtol=1e-6)
+  assert np.all(pm["actor_grad_norm"] > 0) and np.all(m2["actor_grad_norm"] == 0)
+
+  def flops(fn):  # XLA's count for the compiled, vmapped program
+    cost = jax.jit(jax.vmap(fn)).lower(states, batches, update_keys).compile().cost_analysis()
+    return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+  # The critic steps and targets are the same work; the pair saves one actor step.
+  assert flops(td3_update_pair) < 0.9 * flops(twice)
+
+
 def test_td3_actor_and_targets_move_every_second_update():
   state = q.init_td3(jax.random.PRNGKey(0), 3, 2, TINY, q.QSMHyperparams(tau=0.5))
   batch = random_batch(jax.random.PRNGKey(1), 32, 3, 2)
@@ -122,7 +155,7 @@ def test_baseline_learns_inverted_pendulum_and_loads_like_qsm(name, total_steps,
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
   from qsm_jax.runner import RunOptions, train  # pylint: disable=import-outside-toplevel
-  from qsm_jax.training import TrainConfig  # pylint: disable=import-outside-toplevel
+  from qsm_jax.config import TrainConfig  # pylint: disable=import-outside-toplevel
   from test_loading import ROOT  # pylint: disable=import-outside-toplevel
   cfg = TrainConfig(algo=name, env="inverted_pendulum", num_envs=4, num_eval_envs=8,
                     total_steps=total_steps, warmup_steps=1000, batch_size=256,
@@ -156,7 +189,7 @@ def test_baseline_learns_inverted_pendulum_and_loads_like_qsm(name, total_steps,
 
 
 def test_unknown_algorithm_is_refused():
-  from qsm_jax.training import TrainConfig  # pylint: disable=import-outside-toplevel
+  from qsm_jax.config import TrainConfig  # pylint: disable=import-outside-toplevel
   with pytest.raises(ValueError, match="--algo: unknown algorithm 'ppo'; choose one of "
                                        "qsm, sac, td3"):
     dataclasses.replace(TrainConfig(), algo="ppo").validate()

@@ -1,4 +1,4 @@
-"""experiments/compare.py and experiments/brax_sac.py: the summary's numbers (worked out by
+"""experiments/compare.py and experiments/brax_sac.py (qsm_jax/cli/compare.py, brax_sac.py): the summary's numbers (worked out by
 hand), the plot, which runs a continued comparison skips / resumes / reruns, one-line
 errors, and Brax's SAC trainer end to end on Brax's trivial test env ("fast")."""
 import json
@@ -10,11 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
+from qsm_jax.cli import brax_sac, compare
 
-import brax_sac  # noqa: E402  pylint: disable=wrong-import-position
-import compare  # noqa: E402  pylint: disable=wrong-import-position
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
 def write_run(run_dir, rows, config=None, checkpoint=False):

@@ -1,6 +1,6 @@
 """experiments/run.py as a user runs it: artifacts, errors, kill-and-resume, NaN stop."""
 import dataclasses
-import importlib.util
+import importlib
 import json
 import os
 import pathlib
@@ -18,7 +18,8 @@ from absl.testing import flagsaver
 from qsm_jax.checkpoint import Checkpointer
 from qsm_jax.runner import NonFiniteError, RunOptions, train
 from qsm_jax import runner as runner_module
-from qsm_jax.training import TrainConfig, make_trainer
+from qsm_jax.config import TrainConfig
+from qsm_jax.training import make_trainer
 from test_training import TINY_LOOP
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -44,15 +45,7 @@ def restore(run_dir):
   return state, meta
 
 
-def _load_run_module():
-  spec = importlib.util.spec_from_file_location("qsm_run_script",
-                                                ROOT / "experiments" / "run.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)  # defines run.py's flags in absl's FLAGS, once
-  return module
-
-
-RUN = _load_run_module()
+RUN = importlib.import_module("qsm_jax.cli.train")  # defines its absl flags, once
 
 
 def run_in_process(*args):

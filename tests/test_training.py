@@ -9,7 +9,8 @@ import pytest
 
 from qsm_jax.config import QSMConfig, QSMHyperparams
 from qsm_jax.envs import check_env, env_names, make_env
-from qsm_jax.training import TrainConfig, make_trainer
+from qsm_jax.config import TrainConfig
+from qsm_jax.training import make_trainer
 
 TINY_LOOP = TrainConfig(
     env="inverted_pendulum", num_envs=4, num_eval_envs=4, total_steps=200, warmup_steps=40,
