@@ -25,9 +25,11 @@ from qsm_jax.loading import CheckpointError, LoadedRun, Policy, load_policy, loa
 from qsm_jax.networks import Critic, FourierFeatures, NoiseModel
 from qsm_jax.policy import sample_actions
 from qsm_jax.sac import SACState, init_sac, sac_act, sac_update
-from qsm_jax.state import QSMState, ensemble_apply, init_state
+from qsm_jax.ensemble import ensemble_apply
+from qsm_jax.shared import Batch
+from qsm_jax.state import QSMState, init_state
 from qsm_jax.td3 import TD3State, init_td3, td3_act, td3_update
-from qsm_jax.update import Batch, qsm_update
+from qsm_jax.update import qsm_update
 
 __version__ = "0.1.0"
 

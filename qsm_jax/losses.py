@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from qsm_jax.state import ensemble_apply
+from qsm_jax.ensemble import ensemble_apply
 
 Params = Any
 

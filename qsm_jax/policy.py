@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from qsm_jax.diffusion import ddpm_sample, make_schedule
-from qsm_jax.state import Params, QSMState
+from qsm_jax.ensemble import Params
+from qsm_jax.state import QSMState
 
 
 def sample_from_params(state: QSMState, actor_params: Params, obs: jax.Array, key: jax.Array,

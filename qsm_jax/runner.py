@@ -328,7 +328,6 @@ def train(cfg: TrainConfig, opts: RunOptions,
     os.makedirs(run_dir, exist_ok=True)
     with open(config_path, "w") as f:
       json.dump(cfg.to_dict(), f, indent=2)
-    save_run_options(dataclasses.replace(opts, run_dir=run_dir))
 
   # One copy of every seed's state per device (pmap over devices, vmap over seeds):
   # agents replicated, envs and replay split. pmap keeps the per-device program plain
@@ -379,6 +378,8 @@ def train(cfg: TrainConfig, opts: RunOptions,
       ts = warmup_fn(ts).replace(env_steps=ts.env_steps)
   elif opts.resume:
     log(f"no checkpoint in {ckpt_dir}: starting from scratch")
+  if layout.is_main_process:  # after the resume checks: a refused resume changes nothing
+    save_run_options(dataclasses.replace(opts, run_dir=run_dir))
   logger = _Logger(run_dir, keep_up_to=start_step if start_step is not None else -1,
                    write_files=layout.is_main_process)
   # A resumed run's clock continues from its last kept row, so wall_s never steps back.

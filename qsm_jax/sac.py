@@ -22,8 +22,9 @@ import optax
 from qsm_jax import losses
 from qsm_jax.config import QSMConfig, QSMHyperparams
 from qsm_jax.networks import Critic, GaussianActor
-from qsm_jax.state import Params, adam_direction, ensemble_apply, ensemble_init
-from qsm_jax.update import Batch, adam_step, check_batch, critic_step, global_batch_draws
+from qsm_jax.ensemble import Params, ensemble_apply, ensemble_init
+from qsm_jax.shared import (Batch, adam_direction, adam_step, axis_pmean, check_batch,
+                            critic_step, global_batch_draws)
 
 
 @flax.struct.dataclass
@@ -105,7 +106,7 @@ def sac_update(state: SACState, batch: Batch, key: jax.Array,
 """
   check_batch(state, batch)
   hp, cfg = state.hparams, state.config
-  pmean = (lambda x: jax.lax.pmean(x, axis_name)) if axis_name else (lambda x: x)
+  pmean = axis_pmean(axis_name)
   normal, _ = global_batch_draws(axis_name)
   next_key, actor_key = jax.random.split(key)
   alpha = jnp.exp(state.log_alpha)

@@ -1,7 +1,7 @@
 """The QSM train state: one pytree with every array an update reads or writes."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import flax.linen as nn
 import flax.struct
@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import optax
 
 from qsm_jax.config import QSMConfig, QSMHyperparams
+from qsm_jax.ensemble import Params, ensemble_apply, ensemble_init  # noqa: F401 (re-exported)
 from qsm_jax.networks import Critic, NoiseModel
-
-Params = Any
+from qsm_jax.shared import adam_direction
 
 
 @flax.struct.dataclass
@@ -50,23 +50,6 @@ class QSMState:
   config: QSMConfig = flax.struct.field(pytree_node=False)
   obs_dim: int = flax.struct.field(pytree_node=False)
   act_dim: int = flax.struct.field(pytree_node=False)
-
-
-def adam_direction(config: QSMConfig) -> optax.GradientTransformation:
-  """Adam without the learning rate: the lr is a hyperparameter leaf applied in the update."""
-  return optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
-
-
-def ensemble_init(critic: nn.Module, key: jax.Array, num: int, obs: jax.Array,
-                  action: jax.Array) -> Params:
-  """Initialises ``num`` independent critics as one tree stacked on axis 0."""
-  return jax.vmap(critic.init, in_axes=(0, None, None))(jax.random.split(key, num), obs, action)
-
-
-def ensemble_apply(critic: nn.Module, params: Params, obs: jax.Array,
-                   action: jax.Array) -> jax.Array:
-  """Q values of every critic in the ensemble: (num_critics, B)."""
-  return jax.vmap(critic.apply, in_axes=(0, None, None))(params, obs, action)
 
 
 def default_networks(config: QSMConfig, act_dim: int) -> tuple[NoiseModel, Critic]:

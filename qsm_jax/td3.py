@@ -23,8 +23,9 @@ import optax
 from qsm_jax import losses
 from qsm_jax.config import QSMConfig, QSMHyperparams
 from qsm_jax.networks import Critic, DeterministicActor
-from qsm_jax.state import Params, adam_direction, ensemble_init
-from qsm_jax.update import Batch, adam_step, check_batch, critic_step, global_batch_draws
+from qsm_jax.ensemble import Params, ensemble_init
+from qsm_jax.shared import (Batch, adam_direction, adam_step, axis_pmean, check_batch,
+                            critic_step, global_batch_draws)
 
 POLICY_NOISE = 0.2   # std of the smoothing noise on the target action
 NOISE_CLIP = 0.5     # the smoothing noise is clipped to [-NOISE_CLIP, NOISE_CLIP]
@@ -89,7 +90,7 @@ def _td3_step(state: TD3State, batch: Batch, key: jax.Array, axis_name: Optional
   is traced) also the actor step and the Polyak update of both targets."""
   check_batch(state, batch)
   hp, cfg = state.hparams, state.config
-  pmean = (lambda x: jax.lax.pmean(x, axis_name)) if axis_name else (lambda x: x)
+  pmean = axis_pmean(axis_name)
   normal, _ = global_batch_draws(axis_name)
 
   # Critic: clipped double-Q target at the smoothed target-policy action.

@@ -16,7 +16,7 @@ from qsm_jax.config import QSMHyperparams, TrainConfig
 from qsm_jax.envs import check_env, make_env, normalise_env_state
 from qsm_jax.evaluation import run_episodes
 from qsm_jax.replay import ReplayState, replay_add, replay_init, replay_sample
-from qsm_jax.update import Batch
+from qsm_jax.shared import Batch
 
 
 @flax.struct.dataclass

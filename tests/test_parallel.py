@@ -78,6 +78,8 @@ def test_four_device_run_keeps_replicas_identical_and_checks_shapes(tmp_path):
                          "--total_steps=240")
   assert moved.returncode == 1
   assert "written by a run on 4 device(s); resume it with --num_devices=4" in moved.stderr
+  # The refused resume left the run's saved options alone (a plain --resume still works).
+  assert json.loads((tmp_path / "run" / "run_options.json").read_text())["num_devices"] is None
   resumed = run_on_devices(4, f"--resume={tmp_path / 'run'}", "--total_steps=240")
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "resumed from" in resumed.stdout and "at env step 200" in resumed.stdout
