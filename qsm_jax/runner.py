@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from typing import Callable, Optional
@@ -23,6 +22,8 @@ import jax
 import numpy as np
 
 from qsm_jax.checkpoint import Checkpointer
+from qsm_jax.metrics import MetricsWriter, to_row
+from qsm_jax.plots import plot_learning_curve
 from qsm_jax.parallel import DeviceLayout
 from qsm_jax.config import TrainConfig
 from qsm_jax.training import TrainState, check_divisible, make_trainer
@@ -200,98 +201,6 @@ def _crossed(prev: int, now: int, every: int) -> bool:
   return every > 0 and now // every > prev // every
 
 
-class _Logger:
-  """metrics.jsonl + TensorBoard; only rows up to the restored step survive a resume."""
-
-  def __init__(self, run_dir: str, keep_up_to: Optional[int], write_files: bool = True):
-    self.path = os.path.join(run_dir, "metrics.jsonl")
-    self.rows = []
-    self.write_files = write_files
-    self.tb = None
-    if keep_up_to is not None and os.path.exists(self.path):
-      with open(self.path) as f:
-        self.rows = [r for r in map(json.loads, f) if r["env_steps"] <= keep_up_to]
-    if not write_files:  # not the main process: keep rows in memory only
-      return
-    with open(self.path, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in self.rows)
-    # tensorboardX is a declared dependency (brax needs it too).
-    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-    self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
-
-  def write(self, row: dict) -> None:
-    self.rows.append(row)
-    if not self.write_files:
-      return
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
-    if self.tb is not None:
-      step = row["env_steps"]
-      for key, value in row.items():
-        if isinstance(value, list):
-          for i, v in enumerate(value):
-            if v is not None and math.isfinite(v):
-              self.tb.add_scalar(f"seed{i}/{key}", v, step)
-          value = row.get(f"{key}_mean")
-        if isinstance(value, (int, float)) and key != "env_steps" and math.isfinite(value):
-          self.tb.add_scalar(key, value, step)
-      self.tb.flush()
-
-  def close(self) -> None:
-    if self.tb is not None:
-      self.tb.close()
-
-
-def _to_row(metrics: dict) -> dict:
-  """Per-seed lists plus their mean for every metric (NaN -> None in JSON)."""
-  row = {}
-  for key, value in metrics.items():
-    values = [float(v) for v in np.asarray(value).reshape(-1)]
-    row[key] = [v if math.isfinite(v) else None for v in values]
-    finite = [v for v in values if math.isfinite(v)]
-    row[f"{key}_mean"] = float(np.mean(finite)) if finite else None
-  return row
-
-
-def plot_learning_curve(rows: list, path: str, title: str,
-                        groups: Optional[list] = None) -> bool:
-  """Eval return (each agent, and the mean of each group) and training return vs env steps.
-
-  ``groups``: (label, agent indices) pairs, e.g. one per sweep value; default: one group.
-  """
-  try:
-    import matplotlib  # pylint: disable=import-outside-toplevel
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return False
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  evals = [r for r in rows if r.get("eval_return")]
-  if evals:
-    steps = [r["env_steps"] for r in evals]
-    per_seed = np.array([[np.nan if v is None else v for v in r["eval_return"]] for r in evals])
-    groups = groups or [("", list(range(per_seed.shape[1])))]
-    for g, (label, agents) in enumerate(groups):
-      color = f"C{g}" if len(groups) > 1 else "C0"
-      for i in agents:
-        ax.plot(steps, per_seed[:, i], color=color, alpha=0.3, lw=1)
-      ax.plot(steps, np.nanmean(per_seed[:, agents], axis=1), color=color, lw=2,
-              label=f"eval return {label} (mean)".replace("  ", " "))
-  train = [r for r in rows if r.get("train_return_mean") is not None]
-  if train:
-    ax.plot([r["env_steps"] for r in train], [r["train_return_mean"] for r in train],
-            color="gray", lw=1, label="training episode return (all agents)")
-  ax.set_xlabel("env steps")
-  ax.set_ylabel("return")
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return True
-
-
 def train(cfg: TrainConfig, opts: RunOptions,
           log: Callable[[str], None] = print) -> RunResult:
   """Trains (or resumes) a run end to end; returns the final state and the metric rows.
@@ -380,7 +289,7 @@ def train(cfg: TrainConfig, opts: RunOptions,
     log(f"no checkpoint in {ckpt_dir}: starting from scratch")
   if layout.is_main_process:  # after the resume checks: a refused resume changes nothing
     save_run_options(dataclasses.replace(opts, run_dir=run_dir))
-  logger = _Logger(run_dir, keep_up_to=start_step if start_step is not None else -1,
+  logger = MetricsWriter(run_dir, keep_up_to=start_step if start_step is not None else -1,
                    write_files=layout.is_main_process)
   # A resumed run's clock continues from its last kept row, so wall_s never steps back.
   wall_offset = logger.rows[-1]["wall_s"] if logger.rows else 0.0
@@ -432,7 +341,7 @@ def train(cfg: TrainConfig, opts: RunOptions,
              "env_steps_per_s": cfg.chunk_env_steps * cfg.num_agents / dt,
              "updates_per_s": cfg.iterations_per_chunk * cfg.updates_per_iteration
                               * cfg.num_agents / dt}
-      row.update(_to_row(metrics))
+      row.update(to_row(metrics))
       logger.write(row)
       eta = np.mean(chunk_times[-10:]) * (cfg.num_chunks - chunk - 1)
       evals = [r["eval_return_mean"] for r in logger.rows if r.get("eval_return_mean") is not None]
