@@ -9,6 +9,7 @@ evaluation treat them alike:
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -54,8 +55,8 @@ def check_temperature(algo: str, temperature: Optional[float]) -> None:
     return
   if algo != "qsm":
     raise ValueError(f"temperature is a setting of QSM's sampler; this is a {algo} policy")
-  if temperature < 0:
-    raise ValueError(f"temperature must be >= 0, got {temperature}")
+  if not (math.isfinite(temperature) and temperature >= 0):  # nan fails both
+    raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
 
 
 def act(state, obs: jax.Array, key: jax.Array, explore: bool = False,

@@ -223,7 +223,10 @@ def test_render_script_writes_the_rollout_as_brax_html(tiny_run, tmp_path):
      "(obs 4, act 1) and cannot act in ant (obs 27, act 8)"),
     ("evaluate.py", ["--episodes=0"], "error: --episodes must be a positive integer"),
     ("render.py", ["--agent=5"], "error: agent 5 does not exist"),
-    ("render.py", ["--temperature=-1"], "error: --temperature must be >= 0, got -1.0"),
+    ("render.py", ["--temperature=-1"], "error: --temperature must be a finite number >= 0, "
+     "got -1.0"),
+    ("evaluate.py", ["--temperature=nan"], "error: --temperature must be a finite number >= 0, "
+     "got nan"),
 ])
 def test_script_errors_are_one_line(tiny_run, script, args, message):
   run_dir, _ = tiny_run

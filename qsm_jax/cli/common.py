@@ -1,6 +1,7 @@
 """What the experiment scripts share: one-line errors, and how evaluate.py and render.py load a policy."""
 import contextlib
 import io
+import math
 import os
 import sys
 
@@ -45,8 +46,9 @@ def load_for_rollouts(flag_values, agent):
   held = io.StringIO()
   with contextlib.redirect_stderr(held):
     try:
-      if flag_values.temperature is not None and flag_values.temperature < 0:
-        raise ValueError(f"--temperature must be >= 0, got {flag_values.temperature}")
+      temperature = flag_values.temperature
+      if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"--temperature must be a finite number >= 0, got {temperature}")
       run = load_run(flag_values.run_dir, flag_values.step)
       check_temperature(run.config.algo, flag_values.temperature)
       indices = list(range(run.config.num_agents)) if agent is None else [agent]
