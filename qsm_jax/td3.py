@@ -85,9 +85,10 @@ def td3_act(state: TD3State, obs: jax.Array, key: jax.Array, explore: bool = Fal
 
 
 def _td3_step(state: TD3State, batch: Batch, key: jax.Array, axis_name: Optional[str],
-              actor_step: bool) -> tuple[TD3State, dict]:
-  """A critic step, and with ``actor_step`` (a Python bool: nothing of the other branch
-  is traced) also the actor step and the Polyak update of both targets."""
+              actor_step: Optional[bool]) -> tuple[TD3State, dict]:
+  """A critic step, then the actor step and the Polyak update of both targets when
+  ``actor_step``: True / False decide it while tracing (nothing of the other branch is
+  traced); None decides it from the counter (``lax.cond`` on ``state.step``)."""
   check_batch(state, batch)
   hp, cfg = state.hparams, state.config
   pmean = axis_pmean(axis_name)
@@ -109,18 +110,25 @@ def _td3_step(state: TD3State, batch: Batch, key: jax.Array, axis_name: Optional
     action = state.actor.apply(params, batch.obs)
     return -jnp.mean(state.critic.apply(first_critic, batch.obs, action))
 
-  if actor_step:
+  def with_actor(_):
     loss, grads = jax.value_and_grad(actor_loss)(state.actor_params)
     grads = pmean(grads)
-    actor_params, actor_opt_state = adam_step(cfg, state.actor_params, state.actor_opt_state,
-                                              grads, hp.actor_lr)
-    target_actor = optax.incremental_update(actor_params, state.target_actor_params, hp.tau)
-    target_critic = optax.incremental_update(critic_params, state.target_critic_params, hp.tau)
-    loss, grad_norm = pmean(loss), optax.tree.norm(grads)
+    params, opt_state = adam_step(cfg, state.actor_params, state.actor_opt_state, grads,
+                                  hp.actor_lr)
+    targets = (optax.incremental_update(params, state.target_actor_params, hp.tau),
+               optax.incremental_update(critic_params, state.target_critic_params, hp.tau))
+    return params, opt_state, targets, pmean(loss), optax.tree.norm(grads)
+
+  def without_actor(_):
+    targets = (state.target_actor_params, state.target_critic_params)
+    return (state.actor_params, state.actor_opt_state, targets,
+            pmean(actor_loss(state.actor_params)), jnp.zeros((), jnp.float32))
+
+  if actor_step is None:
+    branch = jax.lax.cond(state.step % POLICY_DELAY == 0, with_actor, without_actor, None)
   else:
-    actor_params, actor_opt_state = state.actor_params, state.actor_opt_state
-    target_actor, target_critic = state.target_actor_params, state.target_critic_params
-    loss, grad_norm = pmean(actor_loss(state.actor_params)), jnp.zeros((), jnp.float32)
+    branch = with_actor(None) if actor_step else without_actor(None)
+  actor_params, actor_opt_state, (target_actor, target_critic), loss, grad_norm = branch
 
   new_state = state.replace(
       actor_params=actor_params, target_actor_params=target_actor,
@@ -133,7 +141,7 @@ def _td3_step(state: TD3State, batch: Batch, key: jax.Array, axis_name: Optional
       "q_mean": pmean(jnp.mean(critic_aux["q"])),
       "target_q_mean": pmean(jnp.mean(target)),
       "critic_grad_norm": optax.tree.norm(critic_grads),
-      "actor_grad_norm": grad_norm,
+      "actor_grad_norm": grad_norm,  # 0 on the updates without an actor step
   }
   return new_state, metrics
 
@@ -152,9 +160,7 @@ def td3_update(state: TD3State, batch: Batch, key: jax.Array,
   The delay is a ``lax.cond``: under ``vmap`` (several seeds) it becomes a select that
   computes both branches; ``td3_update_pair`` skips the actor's work for real.
   """
-  return jax.lax.cond(state.step % POLICY_DELAY == 0,
-                      lambda s: _td3_step(s, batch, key, axis_name, actor_step=True),
-                      lambda s: _td3_step(s, batch, key, axis_name, actor_step=False), state)
+  return _td3_step(state, batch, key, axis_name, actor_step=None)
 
 
 @functools.partial(jax.jit, static_argnames=("axis_name",))
