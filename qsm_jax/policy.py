@@ -41,7 +41,7 @@ def sample_actions(state: QSMState, obs: jax.Array, key: jax.Array, explore: boo
 
   Returns:
     (B, act_dim) actions in [-1, 1].
-"""
+  """
   chex.assert_rank(obs, 2)
   chex.assert_axis_dimension(obs, 1, state.obs_dim)
   temp = state.hparams.temperature if temperature is None else temperature

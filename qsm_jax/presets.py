@@ -6,7 +6,6 @@ A preset holds TrainConfig fields plus nested "qsm" (QSMConfig) and "hparams"
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 # The authors' settings (shared/QSM_SPEC.md): 512-wide networks, M_q 50, batch 256,
 # 1e4 warm-up steps, one update per env step, 1e6 env steps.
@@ -97,7 +96,6 @@ def apply_override(settings: dict, override: dict) -> dict:
 
 def apply_variant(cfg, variant: str):
   """TrainConfig ``cfg`` as the QSM variant ``variant`` (a key of QSM_VARIANTS)."""
-  override = QSM_VARIANTS[variant]
-  return dataclasses.replace(
-      cfg, algo="qsm", qsm=dataclasses.replace(cfg.qsm, **override.get("qsm", {})),
-      hparams=cfg.hparams.replace(**override.get("hparams", {})))
+  from qsm_jax.config import TrainConfig  # pylint: disable=import-outside-toplevel
+  settings = apply_override({**cfg.to_dict(), "algo": "qsm"}, QSM_VARIANTS[variant])
+  return TrainConfig.from_dict(settings)

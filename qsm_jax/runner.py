@@ -135,6 +135,21 @@ class RunResult:
   run_dir: str
 
 
+def read_run_config(run_dir: str, context: str) -> TrainConfig:
+  """The TrainConfig saved in ``run_dir``/config.json, checked field by field (a field
+  added since the run was saved takes its default). ValueError in one line, starting
+  with ``context``, for a missing, unreadable or invalid file."""
+  path = os.path.join(run_dir, "config.json")
+  if not os.path.exists(path):
+    raise ValueError(f"{context}: {path} does not exist")
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except ValueError as e:
+    raise ValueError(f"{context}: {path} is not valid JSON ({e})") from e
+  return TrainConfig.from_saved(saved, f"{context}: {path}")
+
+
 def config_mismatch(saved: dict, current: dict) -> list[str]:
   """Names of settings that differ between a saved run and the requested one."""
   diffs = []
@@ -218,15 +233,7 @@ def train(cfg: TrainConfig, opts: RunOptions,
   config_path = os.path.join(run_dir, "config.json")
   ckpt_dir = os.path.join(run_dir, "checkpoints")
   if opts.resume:
-    if not os.path.exists(config_path):
-      raise ValueError(f"cannot resume: {config_path} does not exist")
-    try:
-      with open(config_path) as f:
-        saved = json.load(f)
-    except ValueError as e:
-      raise ValueError(f"cannot resume: {config_path} is not valid JSON ({e})") from e
-    # A field added to TrainConfig since the run was saved takes its default.
-    saved = TrainConfig.from_saved(saved, f"cannot resume: {config_path}").to_dict()
+    saved = read_run_config(run_dir, "cannot resume").to_dict()
     diffs = config_mismatch(saved, cfg.to_dict())
     if diffs:
       raise ValueError("checkpoint config does not match: " + "; ".join(diffs))

@@ -103,7 +103,7 @@ def sac_update(state: SACState, batch: Batch, key: jax.Array,
   shard of a global batch (gradients pmean-ed, draws made for the global batch).
   Metrics: critic_loss, actor_loss, q_mean, target_q_mean, alpha, entropy (-E log pi),
   critic_grad_norm, actor_grad_norm.
-"""
+  """
   check_batch(state, batch)
   hp, cfg = state.hparams, state.config
   pmean = axis_pmean(axis_name)

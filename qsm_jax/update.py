@@ -62,7 +62,7 @@ def qsm_update(state: QSMState, batch: Batch, key: jax.Array,
 
   Works under ``jax.vmap`` (seeds, hyperparameter sweeps) and inside your own ``jit``
   or ``lax.scan``.
-"""
+  """
   check_batch(state, batch)
   hp, cfg = state.hparams, state.config
   schedule = make_schedule(cfg.T, cfg.beta_schedule)

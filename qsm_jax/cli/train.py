@@ -155,10 +155,8 @@ def main(argv):
   del argv
   from absl import logging  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-  import json  # pylint: disable=import-outside-toplevel
   from qsm_jax.runner import (  # pylint: disable=import-outside-toplevel
-      SAVED_OPTIONS, NonFiniteError, RunOptions, resume_options, train)
-  from qsm_jax.config import TrainConfig  # pylint: disable=import-outside-toplevel
+      SAVED_OPTIONS, NonFiniteError, RunOptions, read_run_config, resume_options, train)
   try:
     multi_process = (FLAGS.distributed or FLAGS.coordinator_address is not None
                      or bool(os.environ.get("JAX_COORDINATOR_ADDRESS")))
@@ -169,16 +167,7 @@ def main(argv):
       from qsm_jax.parallel import initialize_distributed  # pylint: disable=import-outside-toplevel
       initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     if FLAGS.resume:
-      config_path = os.path.join(FLAGS.resume, "config.json")
-      if not os.path.exists(config_path):
-        raise ValueError(f"--resume: {config_path} does not exist")
-      try:
-        with open(config_path) as f:
-          saved = json.load(f)
-      except ValueError as e:
-        raise ValueError(f"--resume: {config_path} is not valid JSON ({e})") from e
-      saved = TrainConfig.from_saved(saved, f"--resume: {config_path}").to_dict()
-      cfg = build_config(saved)
+      cfg = build_config(read_run_config(FLAGS.resume, "--resume").to_dict())
       run_dir = FLAGS.resume
     else:
       cfg = build_config()
@@ -186,15 +175,13 @@ def main(argv):
       run_dir = FLAGS.run_dir or os.path.join(
           FLAGS.runs_dir, f"{cfg.env}-{time.strftime('%Y%m%d-%H%M%S')}-s{seed}")
     cfg.validate()
-    # A resume keeps the run's saved options (run_options.json) unless a flag is given.
-    given = {n: FLAGS[n].value for n in SAVED_OPTIONS if FLAGS[n].present}
-    if FLAGS.resume:
+    if FLAGS.resume:  # the run's saved options (run_options.json), unless a flag is given
+      given = {n: FLAGS[n].value for n in SAVED_OPTIONS if FLAGS[n].present}
       opts, notes = resume_options(run_dir, given)
       for note in notes:
         print(note, flush=True)
     else:
-      defaults = {n: FLAGS[n].value for n in SAVED_OPTIONS}
-      opts = RunOptions(run_dir=run_dir, **{**defaults, **given})
+      opts = RunOptions(run_dir=run_dir, **{n: FLAGS[n].value for n in SAVED_OPTIONS})
     # On --resume, train() refuses flags that contradict the saved config.json.
     train(cfg, opts, log=lambda s: print(s, flush=True))
   except (ValueError, NonFiniteError) as e:
