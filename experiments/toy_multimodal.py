@@ -112,9 +112,11 @@ def run_seed(seed, modes, td3):
 
 
 def plot(path, modes, results, all_samples):
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  from qsm_jax.plots import pyplot, save_figure  # pylint: disable=import-outside-toplevel
+  plt = pyplot()
+  if plt is None:
+    print("no plot: matplotlib is not installed (pip install -e '.[plot]')")
+    return
   rows = len(results)
   fig, axes = plt.subplots(rows, 3, figsize=(13, 4.3 * rows), squeeze=False)
   g = np.linspace(-1, 1, 201)
@@ -145,8 +147,7 @@ def plot(path, modes, results, all_samples):
   fig.suptitle(f"One-step bandit, r(a) = -min_i ||a - m_i||^2, {len(modes)} modes (red x); "
                f"{FLAGS.updates} updates each", fontsize=11)
   fig.tight_layout(rect=(0, 0, 1, 0.985))
-  fig.savefig(path, dpi=72)
-  plt.close(fig)
+  save_figure(fig, path, dpi=72)
 
 
 def main(_):

@@ -111,9 +111,11 @@ def summarize(cos, rel, t, rel_all, dist):
 
 
 def plot(path, states, obs0, stats, m_q):
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  from qsm_jax.plots import pyplot, save_figure  # pylint: disable=import-outside-toplevel
+  plt = pyplot()
+  if plt is None:
+    print("no plot: matplotlib is not installed (pip install -e '.[plot]')")
+    return
   g = np.linspace(-1.5, 1.5, 13)
   gx, gy = np.meshgrid(g, g)
   x = jnp.asarray(np.stack([gx.ravel(), gy.ravel()], -1), jnp.float32)
@@ -161,8 +163,7 @@ def plot(path, states, obs0, stats, m_q):
   fig.suptitle(f"Score alignment on Q(s, a) = -||a - 0.5 s||^2 (frozen), M_q = {m_q:g}, "
                f"{FLAGS.updates} updates; vector fields at s = {list(obs0)}", fontsize=12)
   fig.tight_layout()
-  fig.savefig(path, dpi=80)
-  plt.close(fig)
+  save_figure(fig, path, dpi=80)
 
 
 def main(_):

@@ -5,6 +5,7 @@ a process killed mid-write leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Optional
 
@@ -16,6 +17,66 @@ import orbax.checkpoint as ocp
 # A reader refuses checkpoints newer than the version it knows.
 # 2: QSMState gained score_norm (the running |grad_a Q| of score_scale='running').
 FORMAT_VERSION = 2
+
+
+class IncompatibleCheckpoint(ValueError):
+  """A checkpoint this version of qsm_jax cannot read (newer format, or no run config)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointMeta:
+  """What a checkpoint says about itself: its "meta" item, JSON, written and read only here.
+
+  Fields that older formats lack take the values those checkpoints implied.
+
+  Attributes:
+    env_steps: env steps per agent when it was written (also the checkpoint's step).
+    config: the run's TrainConfig as ``to_dict`` (``train_config`` checks and builds it).
+    num_devices, num_processes: the data-parallel layout that wrote it (a resume needs
+      the same device count; readers of the agents take any).
+    obs_dim, act_dim: the env's sizes (None in checkpoints written before they were
+      recorded: ask the env).
+    has_replay: whether the replay buffer was saved (needed for an exact resume).
+    format_version: FORMAT_VERSION of the writer (1 before it was recorded).
+  """
+  env_steps: int
+  config: dict
+  num_devices: int = 1
+  num_processes: int = 1
+  obs_dim: Optional[int] = None
+  act_dim: Optional[int] = None
+  has_replay: bool = False
+  format_version: int = 1
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, d: Any, source: str = "the checkpoint") -> "CheckpointMeta":
+    """Reads a saved "meta" item; IncompatibleCheckpoint for one this version cannot read."""
+    version = d.get("format_version", 1) if isinstance(d, dict) else None
+    if (not isinstance(version, int) or version > FORMAT_VERSION or "config" not in d
+        or "env_steps" not in d):
+      raise IncompatibleCheckpoint(
+          f"{source} was written by an incompatible version of qsm_jax (format {version!r}; "
+          f"this version reads format {FORMAT_VERSION})")
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+  def train_config(self, source: str = "the checkpoint"):
+    """The run's TrainConfig, checked field by field (ValueError naming the field)."""
+    from qsm_jax.config import TrainConfig  # pylint: disable=import-outside-toplevel
+    return TrainConfig.from_saved(self.config, f"{source}: the saved config")
+
+  def check_resumable(self, algo: str, num_devices: int) -> None:
+    """ValueError (one line) unless a run of ``algo`` on ``num_devices`` can continue it."""
+    if algo == "qsm" and self.format_version < 2:
+      raise ValueError("the checkpoint was written by an older qsm_jax (checkpoint format "
+                       f"{self.format_version}, before QSMState.score_norm) and cannot be "
+                       "resumed; load_policy and evaluate.py still read it")
+    if self.num_devices != num_devices:
+      raise ValueError(f"the checkpoint was written by a run on {self.num_devices} "
+                       f"device(s); resume it with --num_devices={self.num_devices}")
 
 
 def _size(x) -> int:
@@ -66,25 +127,26 @@ class Checkpointer:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     return step
 
-  def read_meta(self, step: Optional[int] = None) -> dict:
-    """The JSON metadata of a checkpoint (latest by default), without its arrays."""
+  def read_meta(self, step: Optional[int] = None) -> CheckpointMeta:
+    """The metadata of a checkpoint (latest by default), without its arrays."""
     step = self._step(step)
-    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    raw = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return CheckpointMeta.from_json(raw["meta"], f"the checkpoint {self.directory}/{step}")
 
-  def save(self, step: int, train_state: Any, meta: dict) -> None:
+  def save(self, step: int, train_state: Any, meta: CheckpointMeta) -> None:
     """Saves synchronously (returns once the checkpoint is complete on disk)."""
-    meta = {**meta, "has_replay": self.save_replay, "format_version": FORMAT_VERSION}
+    meta = dataclasses.replace(meta, has_replay=self.save_replay, format_version=FORMAT_VERSION)
     items = {"state": ocp.args.StandardSave(_drop_empty(train_state.replace(replay=None))),
-             "meta": ocp.args.JsonSave(meta)}
+             "meta": ocp.args.JsonSave(meta.to_json())}
     if self.save_replay:
       items["replay"] = ocp.args.StandardSave(train_state.replay)
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
     self._manager.wait_until_finished()
 
-  def restore(self, template: Any, step: Optional[int] = None) -> tuple[Any, dict, bool]:
+  def restore(self, template: Any, step: Optional[int] = None) -> tuple[Any, CheckpointMeta]:
     """Restores into the structure of ``template`` (a freshly initialised state).
 
-    Returns (train_state, meta, replay_restored). Without a saved replay buffer the
+    Returns (train_state, meta). Without a saved replay buffer (``meta.has_replay``) the
     template's (empty) buffer is kept.
     """
     step = self._step(step)
@@ -96,7 +158,7 @@ class Checkpointer:
     # The metadata says whether the replay buffer was saved (a fresh manager cannot tell
     # from orbax's item metadata alone).
     meta = self.read_meta(step)
-    has_replay = bool(meta.get("has_replay"))
+    has_replay = meta.has_replay
     items = {"state": ocp.args.StandardRestore(_drop_empty(abstract))}
     if has_replay:
       items["replay"] = ocp.args.StandardRestore(
@@ -104,20 +166,22 @@ class Checkpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     state = _restore_empty(restored["state"], abstract)
     state = state.replace(replay=restored["replay"] if has_replay else template.replay)
-    return state, meta, has_replay
+    return state, meta
 
-  def restore_arrays(self, step: Optional[int] = None) -> tuple[dict, dict]:
+  def restore_arrays(self, step: Optional[int] = None) -> tuple[dict, CheckpointMeta]:
     """Restores the state (without replay) as nested dicts of host numpy arrays.
 
     Needs no template and no devices like the writer's: for readers that only need
-    part of the state (e.g. the policy) on any device count. Returns (state_dict, meta).
+    part of the state (e.g. the policy) on any device count. Returns (state_dict, meta);
+    IncompatibleCheckpoint (before any array is read) for a format it cannot read.
     """
     step = self._step(step)
+    meta = self.read_meta(step)
     shapes = self._manager.item_metadata(step)["state"]
     template = jax.tree.map(lambda x: np.empty(x.shape, x.dtype), shapes)
     restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
-    return restored["state"], restored["meta"]
+        state=ocp.args.StandardRestore(template)))
+    return restored["state"], meta
 
   def close(self) -> None:
     self._manager.close()

@@ -41,6 +41,8 @@ class QSMConfig:
     time_hidden: hidden widths of the default noise model's time-embedding MLP.
     fourier_size: width of the learnable Fourier time features.
     critic_hidden: hidden widths of the default critic.
+    critic_layer_norm: a LayerNorm after every hidden layer of the default critic (SAC's
+      and TD3's critics too); off: the authors' critic.
     adam_b1, adam_b2, adam_eps: Adam's constants (both optimizers).
     score_scale: how the Q-score target is scaled: 'fixed' (the paper's -M_q grad_a Q),
       'batch' or 'running' (divided by a batch / moving-average estimate of mean
@@ -60,6 +62,7 @@ class QSMConfig:
   time_hidden: Tuple[int, ...] = (128, 128)
   fourier_size: int = 64
   critic_hidden: Tuple[int, ...] = (512, 512)
+  critic_layer_norm: bool = False
   adam_b1: float = 0.9
   adam_b2: float = 0.999
   adam_eps: float = 1e-8
@@ -153,8 +156,13 @@ class TrainConfig:
     algo: 'qsm' (default), or the baselines 'sac' / 'td3' (qsm_jax/algorithms.py); the
       baselines read the shared fields of ``qsm`` and ``hparams`` (network widths,
       learning rates, gamma, tau), so one config compares them like for like.
-    env, backend: Brax env name and physics backend (None: the env's default).
-    episode_length, action_repeat: Brax's EpisodeWrapper settings.
+    env: Brax env name, or dmc/<task> for a DM Control Suite task (MuJoCo Playground).
+    backend: Brax physics backend: spring, positional, generalized or mjx (None: the env's
+      default, qsm_jax/envs.py DEFAULT_BACKENDS).
+    episode_length: episode time limit in env steps (every end at it is a truncation,
+      bootstrapped).
+    action_repeat: physics steps per env step, the same action repeated (Brax's
+      EpisodeWrapper).
     num_envs: parallel training envs per seed (one vectorised step = num_envs env steps).
     num_eval_envs: envs (episodes) per evaluation.
     total_steps: env steps per seed, warm-up included.
@@ -167,8 +175,8 @@ class TrainConfig:
     log_every: env steps per chunk: the host sees the run (logs, evals, checkpoints)
       only between chunks.
     eval_every: env steps between evaluations (at the next chunk boundary).
-    seed, num_seeds: num_seeds agents, keys split from PRNGKey(seed), are trained
-      together, vmapped, as independent agents.
+    seed: the run's seed: agent keys are split from PRNGKey(seed).
+    num_seeds: independent agents trained together, vmapped, one key each.
     sweep_name, sweep_values: a sweep over one numeric hyperparameter (a field of
       QSMHyperparams, e.g. "M_q"): every value is trained with each of the num_seeds
       seeds, all agents in one program (the value is a leaf, so nothing recompiles).
@@ -326,7 +334,7 @@ class TrainConfig:
 # are what runs saved before did).
 ADDED_FIELDS = ("algo", "sweep_name", "sweep_values", "qsm.adam_b1", "qsm.adam_b2",
                 "qsm.score_scale", "qsm.score_norm_rate", "qsm.score_critic",
-                "qsm.clip_denoised")
+                "qsm.clip_denoised", "qsm.critic_layer_norm")
 
 
 def _type_error(default: Any, value: Any) -> Optional[str]:

@@ -95,7 +95,7 @@ def load_run(path: str, step: Optional[int] = None) -> LoadedRun:
   """
   run_dir, ckpt_dir, step = _locate(path, step)
   # orbax loads here, not with `import qsm_jax`.
-  from qsm_jax.checkpoint import FORMAT_VERSION, Checkpointer  # pylint: disable=import-outside-toplevel
+  from qsm_jax.checkpoint import Checkpointer, IncompatibleCheckpoint  # pylint: disable=import-outside-toplevel
   checkpointer = Checkpointer(ckpt_dir)
   try:
     steps = checkpointer.all_steps()
@@ -108,29 +108,26 @@ def load_run(path: str, step: Optional[int] = None) -> LoadedRun:
                             + ", ".join(map(str, steps)))
     try:
       state, meta = checkpointer.restore_arrays(step)
+    except IncompatibleCheckpoint as e:
+      raise CheckpointError(str(e)) from e
     except Exception as e:  # orbax raises many types for damaged files
       first_line = (str(e).strip().splitlines() or [""])[0][:200]
       raise CheckpointError(f"cannot read the checkpoint {ckpt_dir}/{step} (corrupt or "
                             f"incomplete?): {type(e).__name__}: {first_line}") from e
   finally:
     checkpointer.close()
-  if meta.get("format_version", 1) > FORMAT_VERSION or "config" not in meta:
-    raise CheckpointError(f"the checkpoint {ckpt_dir}/{step} was written by an incompatible "
-                          f"version of qsm_jax (format {meta.get('format_version')!r}; this "
-                          f"version reads format {FORMAT_VERSION})")
   try:
-    config = TrainConfig.from_saved(meta["config"], f"{ckpt_dir}/{step}: the saved config")
+    config = meta.train_config(f"{ckpt_dir}/{step}")
   except ValueError as e:
     raise CheckpointError(str(e)) from e
 
-  if "obs_dim" in meta:
-    obs_dim, act_dim = meta["obs_dim"], meta["act_dim"]
-  else:  # checkpoints written before the sizes were recorded: ask the env
+  obs_dim, act_dim = meta.obs_dim, meta.act_dim
+  if obs_dim is None:  # checkpoints written before the sizes were recorded: ask the env
     from qsm_jax.envs import make_env  # pylint: disable=import-outside-toplevel
     env = make_env(config.env, config.backend, config.episode_length, config.action_repeat)
     obs_dim, act_dim = int(env.observation_size), int(env.action_size)
   agents = state["agent"]
-  if meta.get("num_devices", 1) > 1:  # data-parallel run: replicas are identical, keep one
+  if meta.num_devices > 1:  # data-parallel run: replicas are identical, keep one
     agents = jax.tree.map(lambda x: x[0], agents)
   if config.algo == "qsm" and "score_norm" not in agents:  # format 1: before score_norm
     agents = {**agents, "score_norm": np.zeros((config.num_agents,), np.float32)}
@@ -144,7 +141,7 @@ def load_run(path: str, step: Optional[int] = None) -> LoadedRun:
                           f"version of qsm_jax expects: {e}") from e
   _check_shapes(template, restored, f"the checkpoint {ckpt_dir}/{step}")
   restored = jax.tree.map(jnp.asarray, restored)
-  return LoadedRun(config=config, agents=restored, env_steps=int(meta["env_steps"]),
+  return LoadedRun(config=config, agents=restored, env_steps=int(meta.env_steps),
                    run_dir=run_dir, checkpoint_dir=os.path.join(ckpt_dir, str(step)))
 
 

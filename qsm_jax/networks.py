@@ -32,9 +32,11 @@ def mish(x: jax.Array) -> jax.Array:
 
 
 class MLP(nn.Module):
-  """Dense layers with Xavier-uniform init; no activation after the last one."""
+  """Dense layers with Xavier-uniform init; no activation after the last one. With
+  ``layer_norm``, every hidden Dense is followed by a LayerNorm before the activation."""
   features: Sequence[int]
   activation: Callable[[jax.Array], jax.Array] = nn.relu
+  layer_norm: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, extra: Optional[jax.Array] = None,
@@ -46,6 +48,8 @@ class MLP(nn.Module):
       else:
         x = nn.Dense(width, kernel_init=default_init(), name=f"Dense_{i}")(x)
       if i + 1 < len(self.features):
+        if self.layer_norm:
+          x = nn.LayerNorm(name=f"LayerNorm_{i}")(x)
         x = self.activation(x)
     return x
 
@@ -120,13 +124,19 @@ class NoiseModel(nn.Module):
 
 
 class Critic(nn.Module):
-  """Q(s, a): ReLU MLP on [s, a] with a linear scalar head."""
+  """Q(s, a): ReLU MLP on [s, a] with a linear scalar head (the authors' critic).
+
+  ``layer_norm`` puts a LayerNorm after every hidden Dense: the hidden features keep
+  unit scale whatever the returns' scale, which regularises Q and its action gradient
+  (the actor's target in QSM). Off by default (the paper's critic).
+  """
   hidden: Sequence[int] = (512, 512)
+  layer_norm: bool = False
 
   @nn.compact
   def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
     x = jnp.concatenate([obs, action], axis=-1)
-    return MLP((*self.hidden, 1), activation=nn.relu)(x)[..., 0]
+    return MLP((*self.hidden, 1), activation=nn.relu, layer_norm=self.layer_norm)(x)[..., 0]
 
 
 class GaussianActor(nn.Module):

@@ -6,6 +6,7 @@ A preset holds TrainConfig fields plus nested "qsm" (QSMConfig) and "hparams"
 from __future__ import annotations
 
 import copy
+from typing import Optional
 
 # The authors' settings (shared/QSM_SPEC.md): 512-wide networks, M_q 50, batch 256,
 # 1e4 warm-up steps, one update per env step, 1e6 env steps.
@@ -92,6 +93,14 @@ def apply_override(settings: dict, override: dict) -> dict:
     settings[nested] = {**settings.get(nested, {}), **override.pop(nested, {})}
   settings.update(override)
   return settings
+
+
+def preset_config(env: str, override: Optional[dict] = None):
+  """The TrainConfig of ``env``'s preset with a preset-style ``override`` applied (the
+  scripts' given flags: ``qsm_jax.cli.config_flags.given_override``)."""
+  from qsm_jax.config import TrainConfig  # pylint: disable=import-outside-toplevel
+  settings = apply_override({**preset(env), "env": env}, override or {})
+  return TrainConfig.from_dict(settings)
 
 
 def apply_variant(cfg, variant: str):

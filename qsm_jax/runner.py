@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import jax
 import numpy as np
 
-from qsm_jax.checkpoint import Checkpointer
+from qsm_jax.checkpoint import CheckpointMeta, Checkpointer
 from qsm_jax.metrics import MetricsWriter, to_row
 from qsm_jax.plots import plot_learning_curve
 from qsm_jax.parallel import DeviceLayout
@@ -273,17 +273,9 @@ def train(cfg: TrainConfig, opts: RunOptions,
   ts = init_fn(agent_keys, agent_hparams)
   start_step = None
   if opts.resume and checkpointer.latest_step() is not None:
-    saved_meta = checkpointer.read_meta()
-    saved_devices = saved_meta.get("num_devices", 1)
-    if cfg.algo == "qsm" and saved_meta.get("format_version", 1) < 2:
-      raise ValueError("the checkpoint was written by an older qsm_jax (checkpoint format "
-                       f"{saved_meta.get('format_version', 1)}, before QSMState.score_norm) "
-                       "and cannot be resumed; load_policy and evaluate.py still read it")
-    if saved_devices != num_devices:
-      raise ValueError(f"the checkpoint was written by a run on {saved_devices} device(s); "
-                       f"resume it with --num_devices={saved_devices}")
-    restored, meta, had_replay = checkpointer.restore(layout.checkpoint_template(ts))
-    start_step = int(meta["env_steps"])
+    checkpointer.read_meta().check_resumable(cfg.algo, num_devices)
+    restored, meta = checkpointer.restore(layout.checkpoint_template(ts))
+    start_step, had_replay = int(meta.env_steps), meta.has_replay
     log(f"resumed from {ckpt_dir} at env step {start_step}"
         + ("" if had_replay else " (replay buffer not saved: refilling it with random actions)"))
     if had_replay:
@@ -363,10 +355,10 @@ def train(cfg: TrainConfig, opts: RunOptions,
           f"sat {row['action_saturation_mean']:.2f} | ETA {_fmt_time(eta)}")
       if _crossed(prev_steps, env_steps, opts.checkpoint_every) or last_chunk:
         layout.assert_replicas_identical(ts.agent)
-        checkpointer.save(env_steps, layout.to_checkpoint(ts),
-                          {"env_steps": env_steps, "config": cfg.to_dict(),
-                           "num_devices": num_devices, "num_processes": jax.process_count(),
-                           "obs_dim": trainer.obs_dim, "act_dim": trainer.act_dim})
+        checkpointer.save(env_steps, layout.to_checkpoint(ts), CheckpointMeta(
+            env_steps=env_steps, config=cfg.to_dict(), num_devices=num_devices,
+            num_processes=jax.process_count(), obs_dim=trainer.obs_dim,
+            act_dim=trainer.act_dim))
   finally:
     logger.close()
     checkpointer.close()

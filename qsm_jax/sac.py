@@ -50,7 +50,7 @@ def init_sac(key: jax.Array, obs_dim: int, act_dim: int, config: QSMConfig = QSM
              hparams: QSMHyperparams = QSMHyperparams()) -> SACState:
   """A fresh SAC state with the default networks at ``config``'s sizes (vmappable)."""
   hparams.validate()
-  actor, critic = GaussianActor(act_dim, config.actor_hidden), Critic(config.critic_hidden)
+  actor, critic = GaussianActor(act_dim, config.actor_hidden), Critic(config.critic_hidden, config.critic_layer_norm)
   actor_key, critic_key = jax.random.split(key)
   obs = jnp.zeros((1, obs_dim), jnp.float32)
   act = jnp.zeros((1, act_dim), jnp.float32)

@@ -57,7 +57,7 @@ def default_networks(config: QSMConfig, act_dim: int) -> tuple[NoiseModel, Criti
   noise_model = NoiseModel(act_dim=act_dim, hidden=config.actor_hidden,
                            time_hidden=config.time_hidden, fourier_size=config.fourier_size,
                            num_steps=config.T)
-  return noise_model, Critic(hidden=config.critic_hidden)
+  return noise_model, Critic(hidden=config.critic_hidden, layer_norm=config.critic_layer_norm)
 
 
 def init_state(key: jax.Array, obs_dim: int, act_dim: int,

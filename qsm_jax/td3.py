@@ -55,7 +55,7 @@ def init_td3(key: jax.Array, obs_dim: int, act_dim: int, config: QSMConfig = QSM
   """A fresh TD3 state with the default networks at ``config``'s sizes (vmappable)."""
   hparams.validate()
   actor = DeterministicActor(act_dim, config.actor_hidden)
-  critic = Critic(config.critic_hidden)
+  critic = Critic(config.critic_hidden, config.critic_layer_norm)
   actor_key, critic_key = jax.random.split(key)
   obs = jnp.zeros((1, obs_dim), jnp.float32)
   act = jnp.zeros((1, act_dim), jnp.float32)

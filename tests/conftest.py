@@ -1,9 +1,22 @@
 """Shared test helpers: tiny configs so the whole suite runs in minutes on 2 CPU cores."""
-import jax
-import jax.numpy as jnp
-import pytest
+import os
+import tempfile
 
-import qsm_jax as q
+# JAX's persistent compilation cache, shared by both xdist workers and every subprocess a
+# test starts (they inherit the environment): many tests compile the same tiny training
+# chunk (runs, their resumes, the scripts), and compiling dominates their time. Set
+# before jax is imported; a JAX_COMPILATION_CACHE_DIR already set is kept.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "qsm_jax_test_jit_cache"))
+# A cached CPU executable makes XLA log an ERROR line about tuning flags of the machine
+# that compiled it (prefer-no-gather, -scatter), this very machine: keep stderr clean.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402  pylint: disable=wrong-import-position
+import jax.numpy as jnp  # noqa: E402  pylint: disable=wrong-import-position
+import pytest  # noqa: E402  pylint: disable=wrong-import-position
+
+import qsm_jax as q  # noqa: E402  pylint: disable=wrong-import-position
 
 TINY = q.QSMConfig(actor_hidden=(32, 32), time_hidden=(16, 16), fourier_size=8,
                    critic_hidden=(32, 32))

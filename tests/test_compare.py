@@ -10,7 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from qsm_jax.cli import brax_sac, compare
+from qsm_jax import plots
+from qsm_jax.cli import brax_sac, compare, report
+from qsm_jax.presets import preset_config
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
@@ -49,7 +51,7 @@ def two_runs(tmp_path):
 
 
 def test_summarise_numbers_worked_out_by_hand(two_runs):
-  s = compare.summarise(two_runs, fraction=0.9)
+  s = report.summarise(two_runs, fraction=0.9)
   a, b = s["algos"]["a"], s["algos"]["b"]
   # a: final [40, NaN] -> 40 +- 0; bests [50, 30] -> 40 +- 10; mean curve [15, 40, 40].
   assert (a["num_seeds"], a["evals"], a["env_steps"]) == (2, 3, 3000)
@@ -71,7 +73,7 @@ def test_summarise_numbers_worked_out_by_hand(two_runs):
   assert (b["steps_to_threshold"], b["wall_s_to_threshold"]) == (1000, 5.0)
   assert a["steps_to_threshold"] is None and a["wall_s_to_threshold"] is None
   # 0.4 * 90 = 36: a's mean curve first reaches it at 2000 (its 2nd eval, 20 s).
-  s = compare.summarise(two_runs, fraction=0.4)
+  s = report.summarise(two_runs, fraction=0.4)
   assert (s["algos"]["a"]["steps_to_threshold"], s["algos"]["a"]["wall_s_to_threshold"]) == (2000, 20.0)
   json.dumps(s)  # JSON-able (no NaN, no numpy scalars)
 
@@ -82,15 +84,15 @@ def test_wall_clock_adds_up_resumed_sessions(tmp_path):
           {"env_steps": 2000, "wall_s": 20.0, "eval_return": [2.0]},
           {"env_steps": 3000, "wall_s": 8.0, "eval_return": [30.0]},
           {"env_steps": 4000, "wall_s": 12.0, "eval_return": [4.0]}]
-  assert compare.total_wall_s(rows) == [10.0, 20.0, 28.0, 32.0]
-  s = compare.summarise({"r": write_run(str(tmp_path / "r"), rows)})["algos"]["r"]
+  assert report.total_wall_s(rows) == [10.0, 20.0, 28.0, 32.0]
+  s = report.summarise({"r": write_run(str(tmp_path / "r"), rows)})["algos"]["r"]
   assert (s["wall_s"], s["steps_to_threshold"], s["wall_s_to_threshold"]) == (32.0, 3000, 28.0)
 
 
 def test_report_writes_plot_table_and_json(two_runs, tmp_path):
   pytest.importorskip("matplotlib")
   lines = []
-  s = compare.write_report(str(tmp_path), two_runs, "inverted_pendulum", log=lines.append)
+  s = report.write_report(str(tmp_path), two_runs, "inverted_pendulum", log=lines.append)
   assert os.path.getsize(tmp_path / "curves.png") > 10_000
   with open(tmp_path / "summary.json") as f:
     assert json.load(f)["algos"]["b"]["best_return_mean"] == s["algos"]["b"]["best_return_mean"]
@@ -98,8 +100,8 @@ def test_report_writes_plot_table_and_json(two_runs, tmp_path):
   assert "| a | 2 | 3,000 | 40.0 ± 0.0 | 40.0 ± 10.0 | 40.0 @ 2,000 | - | - | 30s | 16s |" in table
   assert "| b | 3 | 2,000 | 60.0 ± 24.5 | 90.0 ± 24.5 | 90.0 @ 1,000 | 1,000 | 5.0s | 9.0s | 4.0s |" in table
   assert table in lines[-1]  # printed at the end
-  assert not compare.plot_curves({"empty": write_run(str(tmp_path / "e"), [])},
-                                 str(tmp_path / "none.png"), "t")
+  empty = report.load_curve(write_run(str(tmp_path / "e"), []))[:2]
+  assert not plots.plot_curves({"empty": empty}, str(tmp_path / "none.png"), "t")
 
 
 def test_merge_seeds_aligns_by_eval_index():
@@ -120,8 +122,8 @@ def test_merge_seeds_aligns_by_eval_index():
 
 @pytest.fixture
 def cfg():
-  return brax_sac.config_from_preset(
-      "inverted_pendulum", {"total_steps": 3000, "num_seeds": 2, "critic_hidden": [32, 32]})
+  return preset_config("inverted_pendulum", {"total_steps": 3000, "num_seeds": 2,
+                                             "qsm": {"critic_hidden": (32, 32)}})
 
 
 def test_brax_settings_follow_the_train_config(cfg):
@@ -228,10 +230,10 @@ def test_brax_sac_runs_on_brax_fast_env(tmp_path, monkeypatch):
   import qsm_jax.envs
   names = qsm_jax.envs.env_names()
   monkeypatch.setattr(qsm_jax.envs, "env_names", lambda: names + ["fast"])
-  cfg = brax_sac.config_from_preset("fast", dict(
+  cfg = preset_config("fast", dict(
       total_steps=96, warmup_steps=32, num_envs=8, eval_every=32, num_eval_envs=2,
-      episode_length=16, batch_size=16, buffer_size=256, actor_hidden=[8], critic_hidden=[4],
-      num_seeds=1, seed=3))
+      episode_length=16, batch_size=16, buffer_size=256, num_seeds=1, seed=3,
+      qsm={"actor_hidden": (8,), "critic_hidden": (4,)}))
   lines = []
   rows = brax_sac.run_brax_sac(cfg, str(tmp_path), log=lines.append)
   _, _, expected_steps = brax_sac.eval_schedule(cfg)
@@ -256,9 +258,9 @@ def test_reward_scale_report_by_hand(tmp_path):
   finals = {("qsm", 0.1): [90.0, 110.0], ("qsm", 10.0): [80.0, 80.0],
             ("qsm_paper", 0.1): [100.0, 100.0], ("qsm_paper", 10.0): [10.0, 30.0]}
   for (algo, scale), final in finals.items():
-    write_run(os.path.join(compare.reward_scale_dir(out, scale), algo),
+    write_run(os.path.join(report.reward_scale_dir(out, scale), algo),
               [{"env_steps": 1000, "wall_s": 1.0, "chunk_s": 1.0, "eval_return": final}])
-  s = compare.write_reward_scale_report(out, [0.1, 10.0], ["qsm", "qsm_paper"], "toy",
+  s = report.write_reward_scale_report(out, [0.1, 10.0], ["qsm", "qsm_paper"], "toy",
                                         log=lambda m: None)
   assert s["qsm"]["final_means"] == [100.0, 80.0] and s["qsm"]["final_stds"] == [10.0, 0.0]
   assert s["qsm"]["worst_over_best"] == pytest.approx(0.8)
@@ -267,14 +269,14 @@ def test_reward_scale_report_by_hand(tmp_path):
   assert "| qsm | 100.0 ± 10.0 | 80.0 ± 0.0 | 0.80 |" in table
   assert json.loads((tmp_path / "reward_scale.json").read_text())["env"] == "toy"
   # A scale without a finished run: no ratio.
-  assert compare.reward_scale_summary(out, [0.1, 1.0], ["qsm"])["qsm"]["worst_over_best"] is None
+  assert report.reward_scale_summary(out, [0.1, 1.0], ["qsm"])["qsm"]["worst_over_best"] is None
   for bad in (["0"], ["-1"], ["x"], ["1", "1"], ["inf"]):
     with pytest.raises(compare.CompareError, match="--reward_scales"):
       compare.parse_scales(bad)
 
 
 def test_qsm_paper_is_qsm_in_the_papers_form():
-  cfg = brax_sac.config_from_preset("inverted_pendulum")
+  cfg = preset_config("inverted_pendulum")
   assert cfg.qsm.score_scale == "running" and cfg.hparams.M_q == 1.0
   paper = compare.algo_config(cfg, "qsm_paper")
   assert paper.algo == "qsm" and paper.qsm.score_scale == "fixed" and paper.hparams.M_q == 50.0

@@ -130,7 +130,8 @@ def test_checkpoint_from_before_score_norm_loads_but_does_not_resume(tiny_run, t
                                   options=ocp.CheckpointManagerOptions(create=True))
   manager.save(200, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state),
-      meta=ocp.args.JsonSave({**meta, "format_version": 1, "has_replay": False})), force=True)
+      meta=ocp.args.JsonSave({**meta.to_json(), "format_version": 1, "has_replay": False})),
+      force=True)
   manager.wait_until_finished()
   manager.close()
   policy = load_policy(str(old), agent=1)
@@ -242,3 +243,23 @@ def test_scripts_refuse_a_corrupt_or_missing_checkpoint_in_one_line(tiny_run, tm
   line = one_error_line(run_experiment("render.py", f"--run_dir={tmp_path / 'nope'}",
                                        timeout=300))
   assert line == f"error: no run folder or checkpoint at {tmp_path / 'nope'}", line
+
+
+def test_checkpoint_meta_round_trips_and_reads_older_formats():
+  from qsm_jax.checkpoint import FORMAT_VERSION, CheckpointMeta, IncompatibleCheckpoint  # pylint: disable=import-outside-toplevel
+  meta = CheckpointMeta(env_steps=40, config=TINY_LOOP.to_dict(), num_devices=2,
+                        obs_dim=4, act_dim=1, has_replay=True, format_version=FORMAT_VERSION)
+  back = CheckpointMeta.from_json(json.loads(json.dumps(meta.to_json())))
+  assert back == meta and back.train_config() == TINY_LOOP
+  # Format 1 wrote only env_steps and config: the rest is what those runs were.
+  old = CheckpointMeta.from_json({"env_steps": 40, "config": {}})
+  assert (old.num_devices, old.obs_dim, old.has_replay, old.format_version) == (1, None, False, 1)
+  with pytest.raises(ValueError, match="format 1, before QSMState.score_norm"):
+    old.check_resumable("qsm", 1)
+  old.check_resumable("sac", 1)  # SAC's state did not change
+  with pytest.raises(ValueError, match="on 2 device.s.; resume it with --num_devices=2"):
+    meta.check_resumable("qsm", 1)
+  for bad in ({"env_steps": 1, "config": {}, "format_version": FORMAT_VERSION + 1},
+              {"env_steps": 1}, [], {"config": {}, "env_steps": 1, "format_version": "2"}):
+    with pytest.raises(IncompatibleCheckpoint, match="incompatible version of qsm_jax"):
+      CheckpointMeta.from_json(bad, "here")

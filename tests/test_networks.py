@@ -86,3 +86,27 @@ def test_noise_model_step_table_is_the_per_row_model(hidden):
 def test_default_networks_use_the_step_table():
   state = q.init_state(jax.random.PRNGKey(0), 3, 2, config=q.QSMConfig(T=7))
   assert state.noise_model.num_steps == 7
+
+
+def test_layer_norm_critic_ignores_the_scale_of_its_first_layer():
+  # LayerNorm after a Dense makes the output invariant to scaling that Dense's kernel and
+  # bias by any c > 0 (the normalised features are the same); without it, a ReLU MLP's
+  # output scales with c. Defaults keep the paper's critic: no LayerNorm parameters.
+  obs, act = jnp.linspace(-1, 1, 12).reshape(4, 3), jnp.linspace(-0.5, 0.5, 8).reshape(4, 2)
+  plain = q.Critic(hidden=(8, 8))
+  assert not any("LayerNorm" in k for k in plain.init(jax.random.PRNGKey(0), obs, act)["params"]["MLP_0"])
+  for layer_norm in (True, False):
+    critic = q.Critic(hidden=(8, 8), layer_norm=layer_norm)
+    params = critic.init(jax.random.PRNGKey(0), obs, act)
+    scaled = jax.tree_util.tree_map_with_path(
+        lambda path, x: x * 10.0 if "Dense_0" in jax.tree_util.keystr(path) else x, params)
+    base, out = critic.apply(params, obs, act), critic.apply(scaled, obs, act)
+    if layer_norm:
+      assert set(params["params"]["MLP_0"]) >= {"LayerNorm_0", "LayerNorm_1"}
+      np.testing.assert_allclose(out, base, rtol=1e-4, atol=1e-5)
+    else:
+      assert not np.allclose(out, base, rtol=1e-2)
+  cfg = q.QSMConfig(actor_hidden=(8,), time_hidden=(4,), fourier_size=4, critic_hidden=(8,),
+                    critic_layer_norm=True)
+  state = q.init_state(jax.random.PRNGKey(0), 3, 2, config=cfg)
+  assert "LayerNorm_0" in state.critic_params["params"]["MLP_0"]

@@ -120,7 +120,7 @@ def test_two_processes_train_together_like_two_local_devices(tmp_path):
   from qsm_jax.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
   restore = lambda name: Checkpointer(str(tmp_path / name / "checkpoints")).restore_arrays(120)
   (multi, meta), (single, _) = restore("two_processes"), restore("two_devices")
-  assert meta["num_devices"] == 2 and meta["num_processes"] == 2
+  assert meta.num_devices == 2 and meta.num_processes == 2
   for a, b in zip(jax.tree.leaves(multi["agent"]), jax.tree.leaves(single["agent"])):
     np.testing.assert_array_equal(a[0], a[1])  # both processes hold the same agent
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # same algorithm as 2 local devices

@@ -40,7 +40,7 @@ def restore(run_dir):
   template = jax.jit(jax.vmap(trainer.init))(jax.random.split(jax.random.PRNGKey(0),
                                                               cfg.num_seeds))
   ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"))
-  state, meta, _ = ckpt.restore(template)
+  state, meta = ckpt.restore(template)
   ckpt.close()
   return state, meta
 
@@ -232,7 +232,7 @@ def test_killed_run_resumes_twice_to_the_same_parameters_keeping_its_options(tmp
   assert steps[-1] == 440 and set(range(second_kill + 40, 441, 40)) <= set(steps)
   ref_state, ref_meta = restore(reference)
   res_state, res_meta = restore(killed)
-  assert ref_meta["env_steps"] == res_meta["env_steps"] == 440
+  assert ref_meta.env_steps == res_meta.env_steps == 440
   for a, b in zip(jax.tree.leaves(ref_state), jax.tree.leaves(res_state)):
     np.testing.assert_array_equal(a, b)
   rows = [json.loads(l) for l in (killed / "metrics.jsonl").read_text().splitlines()]
@@ -250,7 +250,7 @@ def test_leftover_partial_checkpoint_does_not_hide_the_last_good_one(tmp_path):
   (ckpt_dir / "999.orbax-checkpoint-tmp").mkdir()  # a write that died half-way
   (ckpt_dir / "999.orbax-checkpoint-tmp" / "junk").write_text("partial")
   state, meta = restore(tmp_path / "run")
-  assert meta["env_steps"] == 200
+  assert meta.env_steps == 200
   for a, b in zip(jax.tree.leaves(result.train_state), jax.tree.leaves(state)):  # replay too
     np.testing.assert_array_equal(a, b)
 

@@ -17,6 +17,17 @@ def fail(message) -> None:
   os._exit(1)  # pylint: disable=protected-access
 
 
+def run_command(main, *flag_modules) -> None:
+  """``absl.app.run(main)``, with ``--help`` listing the flags ``flag_modules`` (module
+  names) define: absl lists only the main module's, and a command's main module is a thin
+  wrapper (experiments/*.py) or a console script."""
+  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  for module in flag_modules:
+    for flag in flags.FLAGS.get_flags_for_module(module):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  app.run(main)
+
+
 def define_policy_flags(flags) -> None:
   """The flags evaluate.py and render.py share: which checkpoint, which env, how to act."""
   flags.DEFINE_string("run_dir", None, "Run folder, or one checkpoints/<step> folder of it.")

@@ -11,9 +11,9 @@ the episode length, and writes them as JSON into the run folder (or --out).
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
-from qsm_jax.cli.common import define_policy_flags, fail, load_for_rollouts
+from qsm_jax.cli.common import define_policy_flags, fail, load_for_rollouts, run_command
 
 
 FLAGS = flags.FLAGS
@@ -86,7 +86,7 @@ def main(argv):
 
 def run():
   """The qsm-evaluate console command (experiments/evaluate.py runs it too)."""
-  app.run(main)
+  run_command(main, __name__, "qsm_jax.cli.common")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ Writes (next to --out, default <run_dir>/rollout_step<N>.html):
 """
 import os
 
-from absl import app, flags
+from absl import flags
 
-from qsm_jax.cli.common import define_policy_flags, fail, load_for_rollouts
+from qsm_jax.cli.common import define_policy_flags, fail, load_for_rollouts, run_command
 
 # Headless frame rendering: MuJoCo picks its OpenGL platform when it is first imported.
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -128,7 +128,7 @@ def main(argv):
 
 def run():
   """The qsm-render console command (experiments/render.py runs it too)."""
-  app.run(main)
+  run_command(main, __name__, "qsm_jax.cli.common")
 
 
 if __name__ == "__main__":

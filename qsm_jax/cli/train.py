@@ -13,14 +13,15 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
+
+from qsm_jax.cli.common import run_command
+from qsm_jax.cli.config_flags import define_config_flags, given_override
 
 
 FLAGS = flags.FLAGS
 # Run layout.
 flags.DEFINE_string("env", "inverted_pendulum", "Brax env name.")
-flags.DEFINE_string("backend", None, "Brax backend: spring, positional, generalized, mjx "
-                    "(default: per env, see qsm_jax/envs.py).")
 flags.DEFINE_string("runs_dir", "runs", "Parent folder of new run folders.")
 flags.DEFINE_string("run_dir", None, "Run folder (default: <runs_dir>/<env>-<time>-s<seed>).")
 flags.DEFINE_string("resume", None, "Run folder to continue from its latest checkpoint; "
@@ -44,75 +45,13 @@ flags.DEFINE_integer("num_processes", None, "Processes in the run (default: "
                      "$JAX_NUM_PROCESSES or cluster detection).")
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1 "
                      "(default: $JAX_PROCESS_ID or cluster detection).")
-# Loop (TrainConfig).
 flags.DEFINE_bool("paper", False, "QSM in the paper's form (qsm_jax/presets.py PAPER_FORM: "
                   "fixed -M_q grad_a Q with M_q 50, online critics, plain sampler) on top of "
                   "the env's preset; other flags still override it.")
-flags.DEFINE_enum("algo", None, ["qsm", "sac", "td3"], "Algorithm (default qsm). The baselines "
-                  "use the same loop, network widths, learning rates, gamma and tau.")
-flags.DEFINE_integer("episode_length", None, "Episode time limit (env steps).")
-flags.DEFINE_integer("action_repeat", None, "Action repeat.")
-flags.DEFINE_integer("num_envs", None, "Parallel training envs per seed.")
-flags.DEFINE_integer("num_eval_envs", None, "Evaluation episodes per evaluation.")
-flags.DEFINE_integer("total_steps", None, "Env steps per seed, warm-up included (the run ends at the first chunk boundary at or after it).")
-flags.DEFINE_integer("warmup_steps", None, "Random-action env steps before learning.")
-flags.DEFINE_float("utd", None, "Updates per env step (utd * num_envs per vectorised step).")
-flags.DEFINE_integer("batch_size", None, "Transitions per update.")
-flags.DEFINE_integer("buffer_size", None, "Replay capacity per seed.")
-flags.DEFINE_float("reward_scale", None, "Multiply rewards by this before storing them.")
-flags.DEFINE_integer("log_every", None, "Env steps per jitted chunk (one log row each).")
-flags.DEFINE_integer("eval_every", None, "Env steps between evaluations.")
-flags.DEFINE_integer("seed", None, "Random seed.")
-flags.DEFINE_integer("num_seeds", None, "Independent agents trained together (vmapped).")
 flags.DEFINE_string("sweep", None, "Sweep one numeric hyperparameter in the same program, "
                     "e.g. M_q=1,5,20: every value is trained with each of the --num_seeds seeds.")
-# QSMConfig (static).
-flags.DEFINE_integer("T", None, "Diffusion steps.")
-flags.DEFINE_enum("beta_schedule", None, ["vp", "cosine", "linear"], "Noise schedule.")
-flags.DEFINE_bool("clip_sampler", None, "Clip to [-1, 1] after every sampler step.")
-flags.DEFINE_integer("num_critics", None, "Critic ensemble size.")
-flags.DEFINE_list("actor_hidden", None, "Noise model MLP widths, e.g. 512,512.")
-flags.DEFINE_list("critic_hidden", None, "Critic MLP widths, e.g. 512,512.")
-flags.DEFINE_list("time_hidden", None, "Time-embedding MLP widths, e.g. 128,128.")
-flags.DEFINE_enum("score_scale", None, ["fixed", "batch", "running"], "Q-score target: "
-                  "fixed = -M_q grad_a Q (the paper's); batch / running = that divided by a "
-                  "batch / moving-average mean of |grad_a Q| (M_q then a step free of the "
-                  "reward's scale).")
-flags.DEFINE_float("score_norm_rate", None, "Moving-average rate of --score_scale=running.")
-flags.DEFINE_enum("score_critic", None, ["online", "target"], "Critics giving grad_a Q for "
-                  "the actor: the just-updated ones (the paper's) or their target copies.")
-flags.DEFINE_bool("clip_denoised", None, "Sampler steps through the predicted clean action, "
-                  "clipped to [-1, 1].")
-# QSMHyperparams (numeric).
-flags.DEFINE_float("M_q", None, "Scale of the Q-score target (the paper's alpha).")
-flags.DEFINE_float("gamma", None, "Discount.")
-flags.DEFINE_float("tau", None, "Polyak rate of the target critics.")
-flags.DEFINE_float("actor_lr", None, "Actor learning rate (cosine-decayed).")
-flags.DEFINE_float("actor_lr_decay_steps", None, "Updates over which the actor lr decays to 0.")
-flags.DEFINE_float("critic_lr", None, "Critic learning rate.")
-flags.DEFINE_float("target_noise", None, "Std of the noise on a' in the critic target.")
-flags.DEFINE_float("exploration_noise", None, "Std of the exploration noise.")
-flags.DEFINE_float("temperature", None, "Sampler noise scale.")
-
-LOOP_FLAGS = ("algo", "backend", "episode_length", "action_repeat", "num_envs", "num_eval_envs",
-              "total_steps", "warmup_steps", "utd", "batch_size", "buffer_size",
-              "reward_scale", "log_every", "eval_every", "seed", "num_seeds")
-QSM_FLAGS = ("T", "beta_schedule", "clip_sampler", "num_critics", "actor_hidden",
-             "critic_hidden", "time_hidden", "score_scale", "score_norm_rate", "score_critic",
-             "clip_denoised")
-HPARAM_FLAGS = ("M_q", "gamma", "tau", "actor_lr", "actor_lr_decay_steps", "critic_lr",
-                "target_noise", "exploration_noise", "temperature")
-
-
-def _given(name):
-  return FLAGS[name].present and FLAGS[name].value is not None
-
-
-def _flag_value(name):
-  value = FLAGS[name].value
-  if name.endswith("_hidden"):
-    return tuple(int(w) for w in value)
-  return value
+# Every field of TrainConfig, QSMConfig and QSMHyperparams (qsm_jax/cli/config_flags.py).
+CONFIG_FLAGS = define_config_flags()
 
 
 def parse_sweep(text):
@@ -131,24 +70,15 @@ def build_config(base=None):
   """TrainConfig from the env preset (or a saved config), overridden by the given flags."""
   from qsm_jax.presets import PAPER_FORM, apply_override, preset  # pylint: disable=import-outside-toplevel
   from qsm_jax.config import TrainConfig  # pylint: disable=import-outside-toplevel
-  if base is None:
-    settings = preset(FLAGS.env)
-    settings["env"] = FLAGS.env
-    settings["seed"] = 0
-  else:
-    settings = base
+  settings = {**preset(FLAGS.env), "env": FLAGS.env} if base is None else base
   if FLAGS.paper:
     settings = apply_override(settings, PAPER_FORM)
-  settings.update({n: _flag_value(n) for n in LOOP_FLAGS if _given(n)})
-  if _given("env"):
+  settings = apply_override(settings, given_override(CONFIG_FLAGS))
+  if FLAGS["env"].present:
     settings["env"] = FLAGS.env
-  if _given("sweep"):
+  if FLAGS.sweep is not None:
     settings["sweep_name"], settings["sweep_values"] = parse_sweep(FLAGS.sweep)
-  settings["qsm"] = {**settings["qsm"], **{n: _flag_value(n) for n in QSM_FLAGS if _given(n)}}
-  settings["hparams"] = {**settings["hparams"],
-                         **{n: _flag_value(n) for n in HPARAM_FLAGS if _given(n)}}
-  return TrainConfig.from_dict({**settings, "qsm": {k: list(v) if isinstance(v, tuple) else v
-                                                    for k, v in settings["qsm"].items()}})
+  return TrainConfig.from_dict(settings)
 
 
 def main(argv):
@@ -195,7 +125,7 @@ def main(argv):
 
 def run():
   """The qsm-train console command (experiments/run.py runs it too)."""
-  app.run(main)
+  run_command(main, __name__, "qsm_jax.cli.config_flags")
 
 
 if __name__ == "__main__":
