@@ -49,25 +49,15 @@ def test_four_device_run_keeps_replicas_identical_and_checks_shapes(tmp_path):
   result = run_on_devices(4, *TINY_FLAGS, "--total_steps=200", f"--run_dir={tmp_path / 'run'}")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "4 x cpu device(s)" in result.stdout
-  # The runner asserts identical replicas before every checkpoint; check the saved copy too.
-  script = (
-      "import json, sys, jax, numpy as np\n"
-      "from qsm_jax.checkpoint import Checkpointer\n"
-      f"state, _ = Checkpointer({str(tmp_path / 'run' / 'checkpoints')!r}).restore_arrays(200)\n"
-      "agent = state['agent']\n"
-      "leaves = jax.tree.leaves(agent)\n"
-      "print(json.dumps({'devices': int(leaves[0].shape[0]), 'identical': all(bool(np.all(x == x[:1])) for x in leaves),\n"
-      "  'envs_differ': not np.allclose(state['env_state']['obs'][0], state['env_state']['obs'][1])}))\n")
-  check = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=300, cwd=ROOT)
-  assert check.returncode == 0, check.stderr[-3000:]
-  out = json.loads(check.stdout.strip().splitlines()[-1])
-  assert out == {"devices": 4, "identical": True, "envs_differ": True}
-  # This process has one device: the 4-device run's policy loads and acts here.
+  # The runner asserts identical replicas before every checkpoint; check the saved copy
+  # too. This process has one device: the 4-device run's arrays and policy load here.
   from qsm_jax import load_policy  # pylint: disable=import-outside-toplevel
   from qsm_jax.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
+  raw, _ = Checkpointer(str(tmp_path / "run" / "checkpoints")).restore_arrays(200)
+  leaves = jax.tree.leaves(raw["agent"])
+  assert leaves[0].shape[0] == 4 and all(np.all(x == x[:1]) for x in leaves)
+  assert not np.allclose(raw["env_state"]["obs"][0], raw["env_state"]["obs"][1])
   policy = load_policy(str(tmp_path / "run"))
-  raw, _ = Checkpointer(str(tmp_path / "run" / "checkpoints")).restore_arrays()
   kernel = raw["agent"]["actor_params"]["params"]["MLP_1"]["Dense_0"]["kernel"]
   assert kernel.shape[:2] == (4, 1)  # (devices, seeds, ...)
   np.testing.assert_array_equal(

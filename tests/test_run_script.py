@@ -144,6 +144,10 @@ def test_script_smoke_bad_flag_in_a_subprocess():
   assert result.returncode == 1
   errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and "--num_envs must be a positive integer" in errors[0]
+  # --help lists the flags generated from the configs, not only the script's own.
+  shown = run_script("--help", timeout=120).stdout
+  for flag in ("--resume", "--num_envs", "--critic_layer_norm", "--M_q", "--score_scale"):
+    assert f"{flag[2:]}:" in shown, flag  # bools show as --[no]name
 
 
 def test_run_writes_every_artifact_and_rejects_mismatched_resume(tmp_path):
