@@ -184,6 +184,16 @@ def test_plan_skips_complete_resumes_checkpointed_and_reruns_partial(cfg, tmp_pa
   assert actions(["qsm", "brax_sac"]) == [("qsm", "resume"), ("brax_sac", "rerun")]
   write_run(os.path.join(out, "td3x"), half, qsm_config)
   assert compare.run_status(os.path.join(out, "td3x"), "qsm", cfg)[0] == "partial"
+  # A run saved before a config field existed (here critic_layer_norm): it ran with the
+  # field's default, so it still counts as the same settings.
+  older = json.loads(json.dumps(qsm_config))
+  del older["qsm"]["critic_layer_norm"]
+  write_run(os.path.join(out, "older"), done, older)
+  assert compare.run_status(os.path.join(out, "older"), "qsm", cfg)[0] == "complete"
+  older["qsm"]["critic_layer_norm"] = True  # a saved value that differs still does
+  write_run(os.path.join(out, "older"), done, older)
+  assert compare.run_status(os.path.join(out, "older"), "qsm", cfg) == (
+      "mismatch", "qsm.critic_layer_norm: saved True != requested False")
   # Other settings: an error naming them (before anything runs), unless --overwrite. Brax
   # ignores QSM-only settings (M_q) but not the widths it was given.
   m_q = dataclasses.replace(cfg, hparams=cfg.hparams.replace(M_q=2.0))

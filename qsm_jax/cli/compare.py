@@ -93,6 +93,19 @@ def _requested_config(cfg, algo: str) -> dict:
   return algo_config(cfg, algo).to_dict()
 
 
+def _with_defaults(saved: dict, algo: str) -> dict:
+  """A saved qsm_jax run's config with the fields added since it was written at their
+  defaults (what it ran with), as ``--resume`` reads it; unchanged if it does not parse
+  (the diff then names what differs) or for brax_sac (only its Brax settings count)."""
+  if algo == BRAX:
+    return saved
+  from qsm_jax.config import TrainConfig  # pylint: disable=import-outside-toplevel
+  try:
+    return TrainConfig.from_saved(saved).to_dict()
+  except ValueError:
+    return saved
+
+
 def _flatten(d: dict, prefix: str = "") -> dict:
   """{'hparams': {'M_q': 5}} -> {'hparams.M_q': 5}."""
   flat = {}
@@ -139,7 +152,7 @@ def run_status(run_dir: str, algo: str, cfg) -> tuple[str, str]:
   if saved is None and not rows:
     return "missing", ""
   if saved is not None:
-    diffs = config_diffs(saved, _requested_config(cfg, algo), algo)
+    diffs = config_diffs(_with_defaults(saved, algo), _requested_config(cfg, algo), algo)
     if diffs:
       return "mismatch", "; ".join(diffs)
   if saved is not None and is_complete(rows, cfg.total_steps, cfg.num_seeds):
