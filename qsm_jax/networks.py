@@ -126,9 +126,9 @@ class NoiseModel(nn.Module):
 class Critic(nn.Module):
   """Q(s, a): ReLU MLP on [s, a] with a linear scalar head (the authors' critic).
 
-  ``layer_norm`` puts a LayerNorm after every hidden Dense: the hidden features keep
-  unit scale whatever the returns' scale, which regularises Q and its action gradient
-  (the actor's target in QSM). Off by default (the paper's critic).
+  ``layer_norm`` puts a LayerNorm after every hidden Dense, so the hidden features keep
+  unit scale (a common way to steady critics). Off by default (the paper's critic); on
+  reacher it made QSM worse (experiments/RESULTS.md, third session).
   """
   hidden: Sequence[int] = (512, 512)
   layer_norm: bool = False
