@@ -6,9 +6,11 @@ a process killed mid-write leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Optional
 
+import flax.serialization
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -16,7 +18,12 @@ import orbax.checkpoint as ocp
 # Layout version of what ``save`` writes (state / replay / meta items, meta fields).
 # A reader refuses checkpoints newer than the version it knows.
 # 2: QSMState gained score_norm (the running |grad_a Q| of score_scale='running').
-FORMAT_VERSION = 2
+# 3: QSMState gained reward_norm (the running |r| of critic_reward_norm='running').
+FORMAT_VERSION = 3
+# State leaves added in a format after 2, as (format, attribute path); each starts at 0.
+# A checkpoint of an older format restores without them and sets them to 0: what the
+# runs that wrote it had, since they did not have the option.
+ADDED_LEAVES = ((3, ("agent", "reward_norm")),)
 
 
 class IncompatibleCheckpoint(ValueError):
@@ -77,6 +84,23 @@ class CheckpointMeta:
     if self.num_devices != num_devices:
       raise ValueError(f"the checkpoint was written by a run on {self.num_devices} "
                        f"device(s); resume it with --num_devices={self.num_devices}")
+
+
+def _has_path(tree: Any, path: tuple) -> bool:
+  for name in path:
+    if not hasattr(tree, name):
+      return False
+    tree = getattr(tree, name)
+  return True
+
+
+def _zeros_like(x: Any) -> Any:
+  """Zeros of ``x``'s shape and dtype, with its sharding if it is an abstract global array."""
+  zeros = np.zeros(x.shape, x.dtype)
+  sharding = getattr(x, "sharding", None)
+  if isinstance(x, jax.ShapeDtypeStruct) and sharding is not None:
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: zeros[index])
+  return zeros
 
 
 def _size(x) -> int:
@@ -159,12 +183,25 @@ class Checkpointer:
     # from orbax's item metadata alone).
     meta = self.read_meta(step)
     has_replay = meta.has_replay
-    items = {"state": ocp.args.StandardRestore(_drop_empty(abstract))}
+    missing = [path for version, path in ADDED_LEAVES
+               if meta.format_version < version and _has_path(abstract, path)]
+    target = _drop_empty(abstract)
+    if missing:  # restore as a state dict without those leaves, then set them to 0
+      target = flax.serialization.to_state_dict(target)
+      for path in missing:
+        functools.reduce(lambda d, k: d[k], path[:-1], target).pop(path[-1])
+    items = {"state": ocp.args.StandardRestore(target)}
     if has_replay:
       items["replay"] = ocp.args.StandardRestore(
           jax.tree.map(to_abstract, template.replay))
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-    state = _restore_empty(restored["state"], abstract)
+    state = restored["state"]
+    if missing:
+      for path in missing:
+        functools.reduce(lambda d, k: d[k], path[:-1], state)[path[-1]] = jax.tree.map(
+            _zeros_like, functools.reduce(getattr, path, abstract))
+      state = flax.serialization.from_state_dict(_drop_empty(abstract), state)
+    state = _restore_empty(state, abstract)
     state = state.replace(replay=restored["replay"] if has_replay else template.replay)
     return state, meta
 

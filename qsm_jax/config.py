@@ -26,6 +26,12 @@ from qsm_jax.diffusion import BETA_SCHEDULES
 #            (QSMState.score_norm, rate QSMConfig.score_norm_rate, bias-corrected).
 SCORE_SCALES = ("fixed", "batch", "running")
 SCORE_CRITICS = ("online", "target")
+# What the critic learns from (QSMConfig.critic_reward_norm):
+#   none:    the rewards as given (the paper's critic);
+#   running: rewards divided by a moving average of the batch mean |r| (QSMState.reward_norm,
+#            rate QSMConfig.score_norm_rate, bias-corrected), so Q, grad_a Q and the losses
+#            have the same size for any reward scale.
+CRITIC_REWARD_NORMS = ("none", "running")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +53,18 @@ class QSMConfig:
     score_scale: how the Q-score target is scaled: 'fixed' (the paper's -M_q grad_a Q),
       'batch' or 'running' (divided by a batch / moving-average estimate of mean
       |grad_a Q|, so M_q is a step size free of the reward's scale). See SCORE_SCALES.
-    score_norm_rate: the moving average's rate for score_scale='running'.
+    score_norm_rate: the moving averages' rate (score_scale='running',
+      critic_reward_norm='running').
     score_critic: which critics give grad_a Q for the actor's target: 'online' (the
       paper's: the critics just updated) or 'target' (their Polyak-averaged copies).
     clip_denoised: sample through the predicted clean action, clipped to [-1, 1]
       (x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), then the DDPM posterior mean);
       without the clip this is the same step as the paper's sampler.
+    critic_reward_norm: 'none' (the paper's critic: the rewards as given) or 'running'
+      (the critic learns from rewards divided by a moving average of the batch mean |r|,
+      so the whole update is free of the reward's scale; Q is then in those units). See
+      CRITIC_REWARD_NORMS. Not for rewards that are zero for long stretches (sparse): the
+      average starts from their first nonzero batches.
   """
   T: int = 5
   beta_schedule: str = "vp"
@@ -70,6 +82,7 @@ class QSMConfig:
   score_norm_rate: float = 0.005
   score_critic: str = "online"
   clip_denoised: bool = False
+  critic_reward_norm: str = "none"
 
   def __post_init__(self):
     if not isinstance(self.T, int) or self.T < 1:
@@ -80,6 +93,9 @@ class QSMConfig:
       raise ValueError(f"unknown score_scale {self.score_scale!r}; choose one of {SCORE_SCALES}")
     if self.score_critic not in SCORE_CRITICS:
       raise ValueError(f"unknown score_critic {self.score_critic!r}; choose one of {SCORE_CRITICS}")
+    if self.critic_reward_norm not in CRITIC_REWARD_NORMS:
+      raise ValueError(f"unknown critic_reward_norm {self.critic_reward_norm!r}; choose one of "
+                       f"{CRITIC_REWARD_NORMS}")
     if not (isinstance(self.score_norm_rate, numbers.Real) and 0 < self.score_norm_rate <= 1):
       raise ValueError(f"score_norm_rate must be in (0, 1], got {self.score_norm_rate!r}")
     for name in ("adam_b1", "adam_b2", "adam_eps"):
@@ -334,7 +350,7 @@ class TrainConfig:
 # are what runs saved before did).
 ADDED_FIELDS = ("algo", "sweep_name", "sweep_values", "qsm.adam_b1", "qsm.adam_b2",
                 "qsm.score_scale", "qsm.score_norm_rate", "qsm.score_critic",
-                "qsm.clip_denoised", "qsm.critic_layer_norm")
+                "qsm.clip_denoised", "qsm.critic_layer_norm", "qsm.critic_reward_norm")
 
 
 def _type_error(default: Any, value: Any) -> Optional[str]:

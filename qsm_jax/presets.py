@@ -78,7 +78,8 @@ def preset(env: str) -> dict:
 # compare.py's `qsm_paper` apply it on top of an env's preset (so sizes, budget and seeds
 # stay those of the comparison).
 PAPER_FORM = {
-    "qsm": {"score_scale": "fixed", "score_critic": "online", "clip_denoised": False},
+    "qsm": {"score_scale": "fixed", "score_critic": "online", "clip_denoised": False,
+            "critic_reward_norm": "none"},
     "hparams": {"M_q": 50.0},
 }
 # QSM variants that compare.py can run beside 'qsm' (its --algos names).

@@ -31,6 +31,8 @@ class QSMState:
     step: number of updates done (int32); drives the actor's cosine lr decay.
     score_norm: moving average of the batch mean |grad_a Q| (float32 scalar, before bias
       correction); read only with ``config.score_scale == 'running'``, kept 0 otherwise.
+    reward_norm: moving average of the batch mean |reward| (float32 scalar, before bias
+      correction); read only with ``config.critic_reward_norm == 'running'``, 0 otherwise.
     hparams: numeric hyperparameters (leaves).
     noise_model: Flax module, ``(obs, noisy_action, t) -> eps`` (static).
     critic: Flax module of ONE critic, ``(obs, action) -> q`` (static).
@@ -45,6 +47,7 @@ class QSMState:
   step: jax.Array
   hparams: QSMHyperparams
   score_norm: jax.Array
+  reward_norm: jax.Array
   noise_model: nn.Module = flax.struct.field(pytree_node=False)
   critic: nn.Module = flax.struct.field(pytree_node=False)
   config: QSMConfig = flax.struct.field(pytree_node=False)
@@ -108,6 +111,7 @@ def init_state(key: jax.Array, obs_dim: int, act_dim: int,
       step=jnp.zeros((), jnp.int32),
       hparams=hparams.as_arrays(),
       score_norm=jnp.zeros((), jnp.float32),
+      reward_norm=jnp.zeros((), jnp.float32),
       noise_model=noise_model,
       critic=critic,
       config=config,

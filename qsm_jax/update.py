@@ -16,6 +16,15 @@ from qsm_jax.shared import (Batch, adam_step, axis_pmean, check_batch, cosine_de
 from qsm_jax.state import QSMState
 
 
+def _running_mean(average: jax.Array, batch_value: jax.Array, rate: float, step: jax.Array
+                  ) -> tuple[jax.Array, jax.Array]:
+  """(bias-corrected estimate, new moving average): Adam's correction, the average
+  starting at 0; the estimate never drops below 1e-12."""
+  average = (1.0 - rate) * average + rate * batch_value
+  correction = 1.0 - (1.0 - rate) ** (step.astype(jnp.float32) + 1.0)
+  return jnp.maximum(average / correction, 1e-12), average
+
+
 def q_score_scale(cfg, score_norm: jax.Array, step: jax.Array, grad_q: jax.Array, pmean
                   ) -> tuple[jax.Array, jax.Array]:
   """(divisor of -M_q grad_a Q, new moving average) for ``cfg.score_scale``.
@@ -31,10 +40,18 @@ def q_score_scale(cfg, score_norm: jax.Array, step: jax.Array, grad_q: jax.Array
   batch_norm = jax.lax.stop_gradient(pmean(jnp.mean(jnp.abs(grad_q))))
   if cfg.score_scale == "batch":
     return jnp.maximum(batch_norm, 1e-12), score_norm
-  rate = cfg.score_norm_rate
-  score_norm = (1.0 - rate) * score_norm + rate * batch_norm
-  correction = 1.0 - (1.0 - rate) ** (step.astype(jnp.float32) + 1.0)
-  return jnp.maximum(score_norm / correction, 1e-12), score_norm
+  return _running_mean(score_norm, batch_norm, cfg.score_norm_rate, step)
+
+
+def critic_reward_divisor(cfg, reward_norm: jax.Array, step: jax.Array, reward: jax.Array,
+                          pmean) -> tuple[jax.Array, jax.Array]:
+  """(divisor of the rewards the critic learns from, new moving average) for
+  ``cfg.critic_reward_norm``: 1 for 'none'; for 'running' the bias-corrected moving
+  average of the (global) batch mean |r|, the same on every replica."""
+  if cfg.critic_reward_norm == "none":
+    return jnp.ones((), jnp.float32), reward_norm
+  return _running_mean(reward_norm, pmean(jnp.mean(jnp.abs(reward))), cfg.score_norm_rate,
+                       step)
 
 
 @functools.partial(jax.jit, static_argnames=("axis_name",))
@@ -58,6 +75,8 @@ def qsm_update(state: QSMState, batch: Batch, key: jax.Array,
     (new_state, metrics): metrics holds critic_loss, actor_loss, q_mean, target_q_mean,
     grad_q_norm (mean |grad_a Q|), eps_pred_norm (mean |eps_theta|), score_target_norm,
     score_scale (what -M_q grad_a Q was divided by: 1 with score_scale='fixed'),
+    reward_divisor (what the critic's rewards were divided by: 1 with
+    critic_reward_norm='none'),
     critic_grad_norm, actor_grad_norm and actor_lr, as scalars.
 
   Works under ``jax.vmap`` (seeds, hyperparameter sweeps) and inside your own ``jit``
@@ -70,13 +89,17 @@ def qsm_update(state: QSMState, batch: Batch, key: jax.Array,
   next_key, target_noise_key, t_key, eps_key = jax.random.split(key, 4)
   normal, randint = global_batch_draws(axis_name)
 
-  # 1-2. Critic target from the current policy's (noised) action at s'.
+  # 1-2. Critic target from the current policy's (noised) action at s', with the rewards
+  # divided by their running size if critic_reward_norm is 'running'.
+  reward_divisor, reward_norm = critic_reward_divisor(cfg, state.reward_norm, state.step,
+                                                      batch.reward, pmean)
   next_action = sample_from_params(state, state.actor_params, batch.next_obs, next_key,
                                    hp.temperature, normal=normal)
   next_action = jnp.clip(
       next_action + hp.target_noise * normal(target_noise_key, next_action.shape), -1.0, 1.0)
-  target = losses.critic_target(state.critic, state.target_critic_params, batch.reward,
-                                batch.mask, batch.next_obs, next_action, hp.gamma)
+  target = losses.critic_target(state.critic, state.target_critic_params,
+                                batch.reward / reward_divisor, batch.mask, batch.next_obs,
+                                next_action, hp.gamma)
 
   # 3. Critic step.
   critic_params, critic_opt_state, critic_aux, critic_grads = critic_step(
@@ -106,7 +129,8 @@ def qsm_update(state: QSMState, batch: Batch, key: jax.Array,
   new_state = state.replace(
       actor_params=actor_params, critic_params=critic_params,
       target_critic_params=target_critic_params, actor_opt_state=actor_opt_state,
-      critic_opt_state=critic_opt_state, step=state.step + 1, score_norm=score_norm)
+      critic_opt_state=critic_opt_state, step=state.step + 1, score_norm=score_norm,
+      reward_norm=reward_norm)
   metrics = {
       "critic_loss": critic_aux["critic_loss"],
       "actor_loss": actor_loss,
@@ -116,6 +140,7 @@ def qsm_update(state: QSMState, batch: Batch, key: jax.Array,
       "eps_pred_norm": jnp.mean(jnp.linalg.norm(eps_pred, axis=-1)),
       "score_target_norm": jnp.mean(jnp.linalg.norm(score_target, axis=-1)),
       "score_scale": score_scale,
+      "reward_divisor": reward_divisor,
       "critic_grad_norm": optax.tree.norm(critic_grads),
       "actor_grad_norm": optax.tree.norm(actor_grads),
       "actor_lr": actor_lr,

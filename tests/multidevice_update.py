@@ -2,8 +2,9 @@
 
 One qsm_update with the default networks on a global batch split over 4 devices (pmap
 and shard_map) against one device with the whole batch. Prints JSON with the max
-differences; the 'running_*' entries repeat the pmap check with score_scale='running',
-whose moving average of |grad_a Q| must be the global batch's on every device.
+differences; the 'running_*' entries repeat the pmap check with score_scale='running' and
+critic_reward_norm='running', whose moving averages of |grad_a Q| and |r| must be the
+global batch's on every device.
 """
 import dataclasses
 import json
@@ -51,14 +52,17 @@ def max_diff(a, b):
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-params = lambda s: (s.actor_params, s.critic_params, s.target_critic_params, s.score_norm)
+params = lambda s: (s.actor_params, s.critic_params, s.target_critic_params, s.score_norm,
+                    s.reward_norm)
 
 running = q.init_state(jax.random.PRNGKey(0), 5, 3,
-                       config=dataclasses.replace(cfg, score_scale="running"))
+                       config=dataclasses.replace(cfg, score_scale="running",
+                                                  critic_reward_norm="running"))
 running_single, _ = two_steps(running, batch)
 running_pmapped, _ = jax.pmap(lambda s, b: two_steps(s, b, "devices"), axis_name="devices")(
     jax.tree.map(lambda x: jnp.stack([x] * 4), running), shards)
 running_norms = np.asarray(running_pmapped.score_norm)
+reward_norms = np.asarray(running_pmapped.reward_norm)
 per_device = [jax.tree.map(lambda x: x[i], params(pmapped)) for i in range(4)]
 print(json.dumps({
     "pmap_vs_single": max_diff(jax.tree.map(lambda x: x[0], params(pmapped)), params(single)),
@@ -70,4 +74,5 @@ print(json.dumps({
     "running_pmap_vs_single": max_diff(jax.tree.map(lambda x: x[0], params(running_pmapped)),
                                        params(running_single)),
     "running_norm": [float(running_single.score_norm)] + running_norms.tolist(),
+    "reward_norm": [float(running_single.reward_norm)] + reward_norms.tolist(),
 }))

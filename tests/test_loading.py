@@ -119,23 +119,46 @@ def test_load_run_reads_each_checkpoint_and_agent(tiny_run):
     latest(np.zeros((3, 5)), KEY)
 
 
+def _write_checkpoint(run_dir, dest, state, meta):
+  """A copy of run_dir whose only checkpoint (step 200) holds ``state`` and ``meta``."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("checkpoints"))
+  manager = ocp.CheckpointManager(str(dest / "checkpoints"),
+                                  options=ocp.CheckpointManagerOptions(create=True))
+  manager.save(200, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+  manager.wait_until_finished()
+  manager.close()
+
+
+def test_checkpoint_from_before_reward_norm_resumes_as_a_current_one(tiny_run, tmp_path):
+  # A format-2 checkpoint (before QSMState.reward_norm) resumes with reward_norm = 0,
+  # what its run had: the same agents, bit for bit, as resuming the same checkpoint
+  # written in the current format (both without replay, so both refill it alike).
+  run_dir, _ = tiny_run
+  state, meta = Checkpointer(str(run_dir / "checkpoints")).restore_arrays(200)
+  current = {**meta.to_json(), "has_replay": False}
+  _write_checkpoint(run_dir, tmp_path / "current", state, current)
+  old_state = {**state, "agent": {k: v for k, v in state["agent"].items() if k != "reward_norm"}}
+  _write_checkpoint(run_dir, tmp_path / "old", old_state, {**current, "format_version": 2})
+  cfg = dataclasses.replace(TINY_LOOP, num_seeds=2, total_steps=240)
+  agents = [train(cfg, RunOptions(run_dir=str(tmp_path / name), resume=True, write_plot=False),
+                  log=lambda s: None).train_state.agent for name in ("old", "current")]
+  assert int(agents[0].step[0]) > int(state["agent"]["step"][0])  # it trained on
+  np.testing.assert_array_equal(agents[0].reward_norm, np.zeros(2, np.float32))
+  for a, b in zip(jax.tree.leaves(agents[0]), jax.tree.leaves(agents[1])):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_checkpoint_from_before_score_norm_loads_but_does_not_resume(tiny_run, tmp_path):
   # A format-1 checkpoint (written before QSMState.score_norm existed): the agents load
   # and act as before; resuming it is refused in one line.
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   run_dir, actions = tiny_run
   state, meta = Checkpointer(str(run_dir / "checkpoints")).restore_arrays(200)
-  del state["agent"]["score_norm"]
+  agent = {k: v for k, v in state["agent"].items() if k not in ("score_norm", "reward_norm")}
   old = tmp_path / "old"
-  shutil.copytree(run_dir, old, ignore=shutil.ignore_patterns("checkpoints"))
-  manager = ocp.CheckpointManager(str(old / "checkpoints"),
-                                  options=ocp.CheckpointManagerOptions(create=True))
-  manager.save(200, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      meta=ocp.args.JsonSave({**meta.to_json(), "format_version": 1, "has_replay": False})),
-      force=True)
-  manager.wait_until_finished()
-  manager.close()
+  _write_checkpoint(run_dir, old, {**state, "agent": agent},
+                    {**meta.to_json(), "format_version": 1, "has_replay": False})
   policy = load_policy(str(old), agent=1)
   np.testing.assert_array_equal(np.asarray(policy(OBS, KEY)), actions["default"])
   assert float(policy.agent.score_norm) == 0.0

@@ -184,6 +184,57 @@ def test_running_score_norm_is_carried_in_the_state():
   assert float(fixed.score_norm) == 0.0  # untouched unless score_scale='running'
 
 
+def test_critic_reward_divisor_by_hand():
+  # |r| = (1, 3): batch mean 2. 'running' with rate 0.1: the average is 0.2 after one
+  # step, and Adam's correction (1 - 0.9) makes the divisor exactly the batch mean.
+  r = jnp.array([1.0, -3.0])
+  ident = lambda x: x
+  none = dataclasses.replace(TINY, critic_reward_norm="none", score_norm_rate=0.1)
+  divisor, norm = update.critic_reward_divisor(none, jnp.float32(0.0), jnp.int32(0), r, ident)
+  assert (float(divisor), float(norm)) == (1.0, 0.0)
+  cfg = dataclasses.replace(none, critic_reward_norm="running")
+  divisor, norm = update.critic_reward_divisor(cfg, jnp.float32(0.0), jnp.int32(0), r, ident)
+  assert float(divisor) == pytest.approx(2.0, rel=1e-6)
+  assert float(norm) == pytest.approx(0.2, rel=1e-6)
+  # Then a batch mean of 4: 0.9 * 0.2 + 0.1 * 4 = 0.58, over 1 - 0.81 = 0.19.
+  divisor, norm = update.critic_reward_divisor(cfg, norm, jnp.int32(1), 2 * r, ident)
+  assert float(norm) == pytest.approx(0.58, rel=1e-6)
+  assert float(divisor) == pytest.approx(0.58 / 0.19, rel=1e-6)
+
+
+def _after_updates_with_rewards(critic_reward_norm, reward_scale, steps=3):
+  cfg = dataclasses.replace(TINY, score_scale="running", critic_reward_norm=critic_reward_norm)
+  state = q.init_state(jax.random.PRNGKey(0), 3, 2, config=cfg,
+                       hparams=q.QSMHyperparams(M_q=1.0))
+  batch = random_batch(jax.random.PRNGKey(1), 64, 3, 2)
+  batch = batch.replace(reward=batch.reward * reward_scale)
+  for i in range(steps):
+    state, metrics = q.qsm_update(state, batch, jax.random.PRNGKey(10 + i))
+  return state, metrics
+
+
+def test_running_reward_norm_makes_the_whole_update_free_of_the_reward_scale():
+  # Rewards x100: with the critic's rewards and the actor's target both normalised, the
+  # critics, their targets and the actor move exactly as at x1 (to float rounding);
+  # with the paper's critic ('none') the critics fit 100x larger targets (the control).
+  base, m1 = _after_updates_with_rewards("running", 1.0)
+  scaled, m100 = _after_updates_with_rewards("running", 100.0)
+  assert float(m100["reward_divisor"]) == pytest.approx(100 * float(m1["reward_divisor"]),
+                                                        rel=1e-5)
+  assert float(m100["critic_loss"]) == pytest.approx(float(m1["critic_loss"]), rel=1e-4)
+  parts = lambda s: (s.actor_params, s.critic_params, s.target_critic_params)
+  for a, b in zip(jax.tree.leaves(parts(base)), jax.tree.leaves(parts(scaled))):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  plain, p1 = _after_updates_with_rewards("none", 1.0)
+  plain100, p100 = _after_updates_with_rewards("none", 100.0)
+  assert float(p1["reward_divisor"]) == float(p100["reward_divisor"]) == 1.0
+  assert float(plain.reward_norm) == 0.0  # untouched unless 'running'
+  assert float(p100["critic_loss"]) > 100 * float(p1["critic_loss"])
+  moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+      jax.tree.leaves(plain.critic_params), jax.tree.leaves(plain100.critic_params)))
+  assert moved > 1e-4
+
+
 def test_bad_score_settings_are_refused():
   with pytest.raises(ValueError, match="score_scale"):
     dataclasses.replace(TINY, score_scale="adaptive")
@@ -191,3 +242,5 @@ def test_bad_score_settings_are_refused():
     dataclasses.replace(TINY, score_critic="both")
   with pytest.raises(ValueError, match="score_norm_rate"):
     dataclasses.replace(TINY, score_norm_rate=0.0)
+  with pytest.raises(ValueError, match="critic_reward_norm"):
+    dataclasses.replace(TINY, critic_reward_norm="popart")

@@ -26,8 +26,9 @@ def test_update_split_over_4_devices_equals_one_device_with_whole_batch():
   assert max(out["critic_loss"]) - min(out["critic_loss"]) < 1e-5
   # score_scale='running': the moving average is the global batch's, on every device.
   assert out["running_pmap_vs_single"] < 1e-6
-  norms = out["running_norm"]
-  assert norms[0] > 0 and max(norms) - min(norms) < 1e-6 * norms[0]
+  for name in ("running_norm", "reward_norm"):  # the global batch's statistic everywhere
+    norms = out[name]
+    assert norms[0] > 0 and max(norms) - min(norms) < 1e-6 * norms[0], (name, norms)
 
 
 ROOT = HERE.parent

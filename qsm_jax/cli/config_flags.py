@@ -16,8 +16,8 @@ import re
 from typing import Iterable, Optional
 
 from qsm_jax.algorithms import ALGORITHMS
-from qsm_jax.config import (SCORE_CRITICS, SCORE_SCALES, QSMConfig, QSMHyperparams,
-                            TrainConfig)
+from qsm_jax.config import (CRITIC_REWARD_NORMS, SCORE_CRITICS, SCORE_SCALES, QSMConfig,
+                            QSMHyperparams, TrainConfig)
 from qsm_jax.diffusion import BETA_SCHEDULES
 
 # Fields that are not flags of their own: the env (each script declares it with its own
@@ -25,7 +25,8 @@ from qsm_jax.diffusion import BETA_SCHEDULES
 NOT_FLAGS = ("env", "sweep_name", "sweep_values", "qsm", "hparams")
 # Flags whose values are a closed set (checked by absl at parse time).
 CHOICES = {"algo": tuple(ALGORITHMS), "beta_schedule": tuple(BETA_SCHEDULES),
-           "score_scale": SCORE_SCALES, "score_critic": SCORE_CRITICS}
+           "score_scale": SCORE_SCALES, "score_critic": SCORE_CRITICS,
+           "critic_reward_norm": CRITIC_REWARD_NORMS}
 # Which part of a preset-style settings dict a field belongs to (None: the top level).
 GROUPS = ((None, TrainConfig), ("qsm", QSMConfig), ("hparams", QSMHyperparams))
 
