@@ -65,6 +65,11 @@ class QSMConfig:
       so the whole update is free of the reward's scale; Q is then in those units). See
       CRITIC_REWARD_NORMS. Not for rewards that are zero for long stretches (sparse): the
       average starts from their first nonzero batches.
+    eval_best_of: the noise-free policy (evaluation, ``load_policy``) draws this many
+      sampler outputs per observation and takes the one the critics value most (their
+      min Q); 1: one draw, the paper's policy.
+    act_best_of: the same for acting in training (before the exploration noise); 1: one
+      draw, the paper's.
   """
   T: int = 5
   beta_schedule: str = "vp"
@@ -83,6 +88,8 @@ class QSMConfig:
   score_critic: str = "online"
   clip_denoised: bool = False
   critic_reward_norm: str = "none"
+  eval_best_of: int = 1
+  act_best_of: int = 1
 
   def __post_init__(self):
     if not isinstance(self.T, int) or self.T < 1:
@@ -102,6 +109,10 @@ class QSMConfig:
       value = getattr(self, name)
       if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    for name in ("eval_best_of", "act_best_of"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not isinstance(self.num_critics, int) or self.num_critics < 1:
       raise ValueError(f"num_critics must be a positive int, got {self.num_critics!r}")
     for name in ("actor_hidden", "time_hidden", "critic_hidden"):
@@ -350,7 +361,8 @@ class TrainConfig:
 # are what runs saved before did).
 ADDED_FIELDS = ("algo", "sweep_name", "sweep_values", "qsm.adam_b1", "qsm.adam_b2",
                 "qsm.score_scale", "qsm.score_norm_rate", "qsm.score_critic",
-                "qsm.clip_denoised", "qsm.critic_layer_norm", "qsm.critic_reward_norm")
+                "qsm.clip_denoised", "qsm.critic_layer_norm", "qsm.critic_reward_norm",
+                "qsm.eval_best_of", "qsm.act_best_of")
 
 
 def _type_error(default: Any, value: Any) -> Optional[str]:

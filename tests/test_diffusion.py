@@ -130,3 +130,35 @@ def test_clip_denoised_zero_noise_model_by_hand():
     x0 = np.clip(x / np.sqrt(ab[t]), -1, 1)
     x = (np.sqrt(ab_prev) * b[t] * x0 + np.sqrt(a[t]) * (1 - ab_prev) * x) / (1 - ab[t])
   np.testing.assert_allclose(out, np.clip(x, -1, 1), rtol=1e-5, atol=1e-6)
+
+
+def test_best_of_n_keeps_the_draw_the_critics_value_most():
+  # Q = -|a - a*(s)|^2 (QuadraticCritic): of N sampler draws per observation, the policy
+  # must return exactly the one nearest a*(s), worked out here from the same draws.
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  import qsm_jax as q  # pylint: disable=import-outside-toplevel
+  from conftest import TINY  # pylint: disable=import-outside-toplevel
+  from qsm_jax.policy import sample_from_params  # pylint: disable=import-outside-toplevel
+  from toy_modules import QuadraticCritic  # pylint: disable=import-outside-toplevel
+  cfg = dataclasses.replace(TINY, eval_best_of=16)
+  critic = QuadraticCritic(2)
+  state = q.init_state(jax.random.PRNGKey(0), 2, 2, config=cfg, critic=critic)
+  obs = jax.random.uniform(jax.random.PRNGKey(1), (64, 2), minval=-1, maxval=1)
+  key = jax.random.PRNGKey(2)
+  best = q.sample_actions(state, obs, key)  # noise-free acting: eval_best_of draws
+  draws = jax.vmap(lambda k: sample_from_params(state, state.actor_params, obs, k, 1.0))(
+      jax.random.split(jax.random.split(key)[0], 16))
+  dist = jnp.sum((draws - critic.optimum(obs)) ** 2, axis=-1)  # (16, 64)
+  expected = draws[jnp.argmin(dist, axis=0), jnp.arange(64)]
+  np.testing.assert_allclose(best, expected, atol=1e-6)
+  one = q.sample_actions(state, obs, key, best_of=1)  # one draw, with the sampler's key
+  np.testing.assert_allclose(
+      one, sample_from_params(state, state.actor_params, obs, jax.random.split(key)[0], 1.0),
+      atol=1e-6)
+  assert float(jnp.mean(jnp.min(dist, axis=0))) < 0.5 * float(jnp.mean(dist[0]))
+  # Acting in training uses act_best_of (1 here): one draw, plus exploration noise.
+  explored = q.sample_actions(state, obs, key, explore=True)
+  noise = jax.random.normal(jax.random.split(key)[1], one.shape)
+  np.testing.assert_allclose(explored, jnp.clip(one + 0.1 * noise, -1, 1), atol=1e-6)
+  with pytest.raises(ValueError, match="eval_best_of must be a positive int"):
+    dataclasses.replace(TINY, eval_best_of=0)

@@ -253,6 +253,7 @@ def test_render_script_writes_the_rollout_as_brax_html(tiny_run, tmp_path):
      "got -1.0"),
     ("evaluate.py", ["--temperature=nan"], "error: --temperature must be a finite number >= 0, "
      "got nan"),
+    ("evaluate.py", ["--best_of=0"], "error: --best_of must be a positive integer, got 0"),
 ])
 def test_script_errors_are_one_line(tiny_run, script, args, message):
   run_dir, _ = tiny_run

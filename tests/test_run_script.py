@@ -150,7 +150,7 @@ def test_script_smoke_bad_flag_in_a_subprocess():
     assert f"{flag[2:]}:" in shown, flag  # bools show as --[no]name
 
 
-def test_run_writes_every_artifact_and_rejects_mismatched_resume(tmp_path):
+def test_run_writes_every_artifact_and_rejects_mismatched_resume(tmp_path, capsys):
   run_dir = tmp_path / "run"
   result = run_script(*TINY_FLAGS, "--total_steps=200", "--num_seeds=2",
                       f"--run_dir={run_dir}")
@@ -165,9 +165,9 @@ def test_run_writes_every_artifact_and_rejects_mismatched_resume(tmp_path):
   assert (run_dir / "learning_curve.png").stat().st_size > 10_000
   assert (run_dir / "checkpoints" / "200").is_dir()
   # A resume whose flags contradict the saved run is refused before any compile.
-  result = run_script(f"--resume={run_dir}", "--env=hopper", timeout=120)
-  assert result.returncode == 1
-  assert "checkpoint config does not match: env: saved 'inverted_pendulum'" in result.stderr
+  assert run_in_process(f"--resume={run_dir}", "--env=hopper") == 1
+  assert "checkpoint config does not match: env: saved 'inverted_pendulum'" in (
+      capsys.readouterr().err)
 
 
 def _checkpoint_steps(ckpts, partial=False):
@@ -193,14 +193,15 @@ def _run_until(args, stop, deadline_s=300):
   return proc.wait() == -signal.SIGKILL
 
 
-def test_killed_run_resumes_twice_to_the_same_parameters_keeping_its_options(tmp_path):
+def test_killed_run_resumes_twice_to_the_same_parameters_keeping_its_options(tmp_path, capsys):
   """Killed, resumed with only --resume (which keeps the saved --checkpoint_every=40),
   killed again while that resumed run writes a checkpoint, resumed again with an
-  override: bit-identical to the uninterrupted run, metrics without gap or duplicate."""
+  override: bit-identical to the uninterrupted run, metrics without gap or duplicate.
+  The two killed sessions are processes of their own; the reference run and the last
+  session run in this process (run.py's main)."""
   flags = [*TINY_FLAGS, "--total_steps=440", "--checkpoint_every=40"]
   reference = tmp_path / "reference"
-  result = run_script(*flags, f"--run_dir={reference}")
-  assert result.returncode == 0, result.stderr[-3000:]
+  assert run_in_process(*flags, f"--run_dir={reference}") == 0
 
   killed = tmp_path / "killed"
   ckpts = killed / "checkpoints"
@@ -226,11 +227,12 @@ def test_killed_run_resumes_twice_to_the_same_parameters_keeping_its_options(tmp
   assert all(s % 40 == 0 and s < 440 for s in later)
 
   # Generation 3: an override is honoured and said in one line.
-  result = run_script(f"--resume={killed}", "--max_to_keep=20")
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "resume: --max_to_keep=20 overrides the run's saved 2" in result.stdout
-  assert "resumed from" in result.stdout
-  second_kill = int(result.stdout.split("resumed from")[1].split("env step ")[1].split()[0])
+  capsys.readouterr()
+  assert run_in_process(f"--resume={killed}", "--max_to_keep=20") == 0
+  stdout = capsys.readouterr().out
+  assert "resume: --max_to_keep=20 overrides the run's saved 2" in stdout
+  assert "resumed from" in stdout
+  second_kill = int(stdout.split("resumed from")[1].split("env step ")[1].split()[0])
   assert first_kill + 40 <= second_kill < 440
   steps = _checkpoint_steps(ckpts)
   assert steps[-1] == 440 and set(range(second_kill + 40, 441, 40)) <= set(steps)

@@ -1,5 +1,6 @@
 """What the experiment scripts share: one-line errors, and how evaluate.py and render.py load a policy."""
 import contextlib
+import dataclasses
 import io
 import math
 import os
@@ -39,6 +40,9 @@ def define_policy_flags(flags) -> None:
   flags.DEFINE_bool("explore", False, "Add the run's exploration noise to the actions.")
   flags.DEFINE_float("temperature", None, "QSM runs: sampler noise scale (default: the "
                      "run's; 0: deterministic sampler).")
+  flags.DEFINE_integer("best_of", None, "QSM runs: noise-free actions are the best, by the "
+                       "critics' Q, of this many sampler draws (default: the run's "
+                       "eval_best_of; 1: one draw, the paper's policy).")
   flags.mark_flag_as_required("run_dir")
 
 
@@ -64,6 +68,14 @@ def load_for_rollouts(flag_values, agent):
       check_temperature(run.config.algo, flag_values.temperature)
       indices = list(range(run.config.num_agents)) if agent is None else [agent]
       agents = [run.agent(i) for i in indices]
+      if flag_values.best_of is not None:
+        if run.config.algo != "qsm":
+          raise ValueError(f"--best_of is a setting of QSM's policy; this is a "
+                           f"{run.config.algo} run")
+        if flag_values.best_of < 1:
+          raise ValueError(f"--best_of must be a positive integer, got {flag_values.best_of}")
+        agents = [a.replace(config=dataclasses.replace(a.config, eval_best_of=flag_values.best_of))
+                  for a in agents]
       env = make_eval_env(run.config, agents[0].obs_dim, agents[0].act_dim, flag_values.env,
                           flag_values.backend, flag_values.episode_length)
     except ValueError as e:

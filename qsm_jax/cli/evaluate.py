@@ -43,6 +43,8 @@ def main(argv):
     temperature = (float(agents[0].hparams.temperature) if FLAGS.temperature is None
                    else FLAGS.temperature)
     acting = f"sampler temperature {temperature:g}, " + acting
+    if agents[0].config.eval_best_of > 1 and not FLAGS.explore:
+      acting = f"best of {agents[0].config.eval_best_of} draws by Q, " + acting
   print(f"qsm_jax evaluate | {cfg.algo.upper()} | {env_name} ({backend}) | checkpoint at env "
         f"step {run.env_steps:,} | {FLAGS.episodes} episodes x {len(agents)} agent(s) | "
         f"{acting}", flush=True)
@@ -73,11 +75,15 @@ def main(argv):
             "env_steps": run.env_steps, "env": env_name, "backend": backend,
             "episode_length": episode_length, "episodes": FLAGS.episodes, "seed": FLAGS.seed,
             "algo": cfg.algo, "explore": FLAGS.explore, "temperature": temperature,
+            "best_of": (agents[0].config.eval_best_of if cfg.algo == "qsm" and not FLAGS.explore
+                        else None),
             **{k: v for k, v in overall.items() if k not in ("returns", "lengths")},
             "agents": results}
   out = FLAGS.out or os.path.join(
       run.run_dir, f"eval_step{run.env_steps}_seed{FLAGS.seed}"
-      + (f"_{env_name}" if env_name != cfg.env else "") + ".json")
+      + (f"_{env_name}" if env_name != cfg.env else "")
+      + (f"_temperature{FLAGS.temperature:g}" if FLAGS.temperature is not None else "")
+      + (f"_best{FLAGS.best_of}" if FLAGS.best_of is not None else "") + ".json")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "w") as f:
     json.dump(report, f, indent=2)
