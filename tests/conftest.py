@@ -8,6 +8,11 @@ import tempfile
 # before jax is imported; a JAX_COMPILATION_CACHE_DIR already set is kept.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "qsm_jax_test_jit_cache"))
+# Most tests compile tiny programs and run them for a fraction of a second: XLA's
+# optimisation passes cost more than they save there (a tiny training run: 31 s instead
+# of 46 s). Tests marked `optimized` (the learning tests, whose thresholds were measured
+# on optimised programs and which run thousands of updates) get the full compiler.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # A cached CPU executable makes XLA log an ERROR line about tuning flags of the machine
 # that compiled it (prefer-no-gather, -scatter), this very machine: keep stderr clean.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -31,6 +36,20 @@ def random_batch(key, batch_size, obs_dim, act_dim):
       next_obs=jax.random.normal(k[3], (batch_size, obs_dim)),
       mask=(jax.random.uniform(k[4], (batch_size,)) > 0.1).astype(jnp.float32),
   )
+
+
+@pytest.fixture(autouse=True)
+def _xla_optimizations(request):
+  """The full XLA compiler for tests marked ``optimized``, the quick one otherwise."""
+  if request.node.get_closest_marker("optimized") is None:
+    yield
+    return
+  before = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", False)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_disable_most_optimizations", before)
 
 
 @pytest.fixture

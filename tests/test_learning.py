@@ -9,6 +9,8 @@ import pytest
 import qsm_jax as q
 from toy_modules import QuadraticCritic
 
+pytestmark = pytest.mark.optimized  # thousands of updates: the full compiler pays
+
 SMALL = q.QSMConfig(actor_hidden=(64, 64), time_hidden=(32, 32), fourier_size=16,
                     critic_hidden=(64, 64))
 

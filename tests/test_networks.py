@@ -48,12 +48,12 @@ def test_concat_dense_is_dense_on_the_concatenation():
     np.testing.assert_array_equal(a, b)
   params = jax.tree.map(lambda p: p + 0.1, params)  # a nonzero bias too
   want = dense.apply(params, jnp.concatenate([x, extra], -1))
-  np.testing.assert_allclose(ConcatDense(4).apply(params, x, extra), want, rtol=1e-6)
+  np.testing.assert_allclose(ConcatDense(4).apply(params, x, extra), want, rtol=1e-6, atol=1e-7)
   # Shared rows: 2 distinct extras, picked per row.
   rows = jnp.array([1, 0, 0, 1, 1, 0])
   table = extra[:2]
   want = dense.apply(params, jnp.concatenate([x, table[rows]], -1))
-  np.testing.assert_allclose(ConcatDense(4).apply(params, x, table, rows), want, rtol=1e-6)
+  np.testing.assert_allclose(ConcatDense(4).apply(params, x, table, rows), want, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("hidden", [(16, 16), (32,)])

@@ -6,9 +6,12 @@ deterministic TD3 actor, trained on the same kind of data, collapses onto a sing
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import qsm_jax as q
 from qsm_jax.algorithms import get_algorithm
+
+pytestmark = pytest.mark.optimized  # thousands of updates: the full compiler pays
 
 MODES = jnp.array([[0.5, 0.5], [-0.5, -0.5]])
 CONFIG = q.QSMConfig(actor_hidden=(32, 32), critic_hidden=(32, 32))

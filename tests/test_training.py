@@ -81,6 +81,7 @@ def test_loop_fills_replay_with_masks_and_never_recompiles():
   assert np.all(ev["eval_episode_length"] >= 1) and np.all(ev["eval_episode_length"] <= 50)
 
 
+@pytest.mark.optimized
 def test_short_run_learns_inverted_pendulum_and_keeps_it(tmp_path):
   """Fixed seed, the default run's QSM (running scale-free target, M_q 1, generalized
   backend): the eval return climbs from about the zero action's 26 to the maximum, 1000,
