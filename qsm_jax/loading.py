@@ -157,8 +157,9 @@ class Policy:
     config: the run's TrainConfig (env name, network sizes, ...).
     env_steps: env steps of training behind this policy.
     explore: act as in training (QSM, TD3: add the run's exploration noise; SAC: sample
-      the Gaussian). False: as in the run's evaluations (QSM: the sampler's output; SAC:
-      tanh of the mean; TD3: the deterministic actor).
+      the Gaussian). False: as in the run's evaluations (QSM: the sampler's output, the
+      best by Q of ``qsm.eval_best_of`` draws; SAC: tanh of the mean; TD3: the
+      deterministic actor).
     temperature: QSM's sampler noise scale; None uses the run's (0: deterministic
       sampler). Not accepted for SAC and TD3 policies.
   """
