@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import jax
@@ -5,7 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import qsm_jax as q
+from conftest import TINY
 from qsm_jax import diffusion
+from qsm_jax.policy import sample_from_params
+from toy_modules import QuadraticCritic
 
 
 def test_vp_betas_match_closed_form_T5():
@@ -135,11 +140,6 @@ def test_clip_denoised_zero_noise_model_by_hand():
 def test_best_of_n_keeps_the_draw_the_critics_value_most():
   # Q = -|a - a*(s)|^2 (QuadraticCritic): of N sampler draws per observation, the policy
   # must return exactly the one nearest a*(s), worked out here from the same draws.
-  import dataclasses  # pylint: disable=import-outside-toplevel
-  import qsm_jax as q  # pylint: disable=import-outside-toplevel
-  from conftest import TINY  # pylint: disable=import-outside-toplevel
-  from qsm_jax.policy import sample_from_params  # pylint: disable=import-outside-toplevel
-  from toy_modules import QuadraticCritic  # pylint: disable=import-outside-toplevel
   cfg = dataclasses.replace(TINY, eval_best_of=16)
   critic = QuadraticCritic(2)
   state = q.init_state(jax.random.PRNGKey(0), 2, 2, config=cfg, critic=critic)
