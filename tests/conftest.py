@@ -38,6 +38,13 @@ def random_batch(key, batch_size, obs_dim, act_dim):
   )
 
 
+def pytest_collection_modifyitems(items):
+  """Tests marked ``slow`` (a minute or more each) first: xdist hands tests out in this
+  order, so the long ones start early and the workers finish together instead of one
+  idling while the other runs a long test collected last."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable sort
+
+
 @pytest.fixture(autouse=True)
 def _xla_optimizations(request):
   """The full XLA compiler for tests marked ``optimized``, the quick one otherwise."""

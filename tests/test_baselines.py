@@ -147,6 +147,7 @@ def test_axis_name_update_equals_one_big_batch(name):
 
 # Measured (seed 0): sac [36, 109, 95] at 2-4k env steps; td3 7 (its saturated initial
 # actor) up to 5k, then 19, 37, 48 at 6-8k. Untrained QSM scores about 15.
+@pytest.mark.slow
 @pytest.mark.optimized
 @pytest.mark.parametrize("name, total_steps, threshold", [("sac", 4000, 50), ("td3", 8000, 30)])
 def test_baseline_learns_inverted_pendulum_and_loads_like_qsm(name, total_steps, threshold,

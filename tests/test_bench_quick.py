@@ -36,6 +36,7 @@ def test_bench_update_quick(tmp_path):
   assert results["machine"]["torch"] and results["machine"]["jax"]
 
 
+@pytest.mark.slow
 def test_bench_train_quick(tmp_path):
   stdout, results = run_quick("bench_train.py", tmp_path)
   for impl in ("qsm_jax+brax", "torch_eager+gymnasium"):

@@ -67,6 +67,7 @@ def test_dmc_time_limit_is_a_truncation_with_the_true_next_obs():
   np.testing.assert_array_equal(batch.next_obs, state.info["next_obs"])
 
 
+@pytest.mark.slow
 @needs_playground
 def test_tiny_dmc_run_checkpoint_loads_with_the_same_actions(tmp_path):
   from qsm_jax import load_policy  # pylint: disable=import-outside-toplevel

@@ -25,8 +25,9 @@ OBS = np.linspace(-0.5, 0.5, 5 * 4, dtype=np.float32).reshape(5, 4)  # inverted_
 KEY = jax.random.PRNGKey(7)
 ACTION = np.linspace(-0.9, 0.9, 5, dtype=np.float32).reshape(5, 1)
 STEP = np.full((5, 1), 2.0, np.float32)
-# One xdist worker runs this file, so the tiny_run fixture is trained once (pyproject.toml).
-pytestmark = pytest.mark.xdist_group("tiny_run")
+# One xdist worker runs this file, so the tiny_run fixture is trained once (pyproject.toml);
+# together its tests take minutes, so they are handed out first (slow).
+pytestmark = [pytest.mark.xdist_group("tiny_run"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

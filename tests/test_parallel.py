@@ -8,6 +8,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -41,6 +42,7 @@ def run_on_devices(n, *args):
                         capture_output=True, text=True, timeout=900, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_four_device_run_keeps_replicas_identical_and_checks_shapes(tmp_path):
   bad = run_on_devices(4, "--num_envs=6", f"--run_dir={tmp_path / 'bad'}")
   assert bad.returncode == 1
@@ -84,6 +86,7 @@ def free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_together_like_two_local_devices(tmp_path):
   """jax.distributed on localhost (gloo CPU collectives): 2 processes x 1 device.
 

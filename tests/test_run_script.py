@@ -150,6 +150,7 @@ def test_script_smoke_bad_flag_in_a_subprocess():
     assert f"{flag[2:]}:" in shown, flag  # bools show as --[no]name
 
 
+@pytest.mark.slow
 def test_run_writes_every_artifact_and_rejects_mismatched_resume(tmp_path, capsys):
   run_dir = tmp_path / "run"
   result = run_script(*TINY_FLAGS, "--total_steps=200", "--num_seeds=2",
@@ -193,6 +194,7 @@ def _run_until(args, stop, deadline_s=300):
   return proc.wait() == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_twice_to_the_same_parameters_keeping_its_options(tmp_path, capsys):
   """Killed, resumed with only --resume (which keeps the saved --checkpoint_every=40),
   killed again while that resumed run writes a checkpoint, resumed again with an

@@ -81,6 +81,7 @@ def test_loop_fills_replay_with_masks_and_never_recompiles():
   assert np.all(ev["eval_episode_length"] >= 1) and np.all(ev["eval_episode_length"] <= 50)
 
 
+@pytest.mark.slow
 @pytest.mark.optimized
 def test_short_run_learns_inverted_pendulum_and_keeps_it(tmp_path):
   """Fixed seed, the default run's QSM (the presets' setting: running scale-free target
@@ -115,6 +116,7 @@ def test_config_json_round_trip_and_foreign_config():
     TrainConfig.from_dict(foreign)
 
 
+@pytest.mark.slow
 def test_sweep_agent_is_the_run_with_that_value(tmp_path):
   """A 2-value x 2-seed sweep is one program of 4 agents; agent (M_q=5, seed #1) is the
   same agent as seed #1 of a plain 2-seed run with M_q=5."""
