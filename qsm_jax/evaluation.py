@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qsm_jax.envs import check_env, make_env, normalise_env_state, physics_state
+from qsm_jax.envs import check_env, env_sizes, make_env, normalise_env_state, physics_state
 from qsm_jax.algorithms import act as agent_act
 
 
@@ -79,7 +79,7 @@ def make_eval_env(config, obs_dim: int, act_dim: int, env_name: Optional[str] = 
   if episode_length < 1:
     raise ValueError(f"--episode_length must be a positive integer, got {episode_length}")
   env = make_env(name, backend, episode_length, config.action_repeat, auto_reset=False)
-  sizes = (int(env.observation_size), int(env.action_size))
+  sizes = env_sizes(env)
   if sizes != (obs_dim, act_dim):
     raise ValueError(f"the policy was trained on {config.env} (obs {obs_dim}, act {act_dim}) "
                      f"and cannot act in {name} (obs {sizes[0]}, act {sizes[1]})")

@@ -123,9 +123,9 @@ def load_run(path: str, step: Optional[int] = None) -> LoadedRun:
 
   obs_dim, act_dim = meta.obs_dim, meta.act_dim
   if obs_dim is None:  # checkpoints written before the sizes were recorded: ask the env
-    from qsm_jax.envs import make_env  # pylint: disable=import-outside-toplevel
+    from qsm_jax.envs import env_sizes, make_env  # pylint: disable=import-outside-toplevel
     env = make_env(config.env, config.backend, config.episode_length, config.action_repeat)
-    obs_dim, act_dim = int(env.observation_size), int(env.action_size)
+    obs_dim, act_dim = env_sizes(env)
   agents = state["agent"]
   if meta.num_devices > 1:  # data-parallel run: replicas are identical, keep one
     agents = jax.tree.map(lambda x: x[0], agents)

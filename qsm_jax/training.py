@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from qsm_jax.algorithms import get_algorithm
 from qsm_jax.config import QSMHyperparams, TrainConfig
-from qsm_jax.envs import check_env, make_env, normalise_env_state
+from qsm_jax.envs import check_env, env_sizes, make_env, normalise_env_state
 from qsm_jax.evaluation import run_episodes
 from qsm_jax.replay import ReplayState, replay_add, replay_init, replay_sample
 from qsm_jax.shared import Batch
@@ -76,7 +76,7 @@ def make_trainer(cfg: TrainConfig, num_devices: int = 1,
   env = make_env(cfg.env, cfg.backend, cfg.episode_length, cfg.action_repeat)
   eval_env = make_env(cfg.env, cfg.backend, cfg.episode_length, cfg.action_repeat,
                       auto_reset=False)
-  obs_dim, act_dim = int(env.observation_size), int(env.action_size)
+  obs_dim, act_dim = env_sizes(env)
   n = cfg.num_envs // num_devices                # envs on this device
   batch_size = cfg.batch_size // num_devices     # rows of each update's batch on this device
   num_eval = cfg.num_eval_envs // num_devices
