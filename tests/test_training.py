@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qsm_jax.config import QSMConfig, QSMHyperparams
-from qsm_jax.envs import check_env, env_names, make_env
+from qsm_jax.envs import check_env, env_names, env_sizes, make_env
 from qsm_jax.config import TrainConfig
 from qsm_jax.training import make_trainer
 
@@ -44,6 +44,13 @@ def test_env_registry_lists_brax_envs():
   for name in ("ant", "halfcheetah", "hopper", "humanoid", "inverted_pendulum", "walker2d"):
     assert name in names
   assert "fast" not in names
+
+
+@pytest.mark.parametrize("name, sizes", [("inverted_pendulum", (4, 1)), ("reacher", (11, 2)),
+                                         ("hopper", (11, 3))])
+def test_env_sizes_are_the_envs_observation_and_action_sizes(name, sizes):
+  """MuJoCo's sizes for these tasks, found by tracing reset (no physics runs)."""
+  assert env_sizes(make_env(name)) == sizes
 
 
 def test_truncation_keeps_true_next_obs_and_is_not_terminal():
