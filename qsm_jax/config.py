@@ -190,6 +190,10 @@ class TrainConfig:
       bootstrapped).
     action_repeat: physics steps per env step, the same action repeated (Brax's
       EpisodeWrapper).
+    fresh_resets: a finished training env restarts from a newly drawn initial state
+      (True); False restarts it from the state it was first reset to, as Brax's and
+      Playground's AutoResetWrapper do, so each seed trains on only num_envs initial
+      states (e.g. num_envs reacher targets). Runs saved before the option read as False.
     num_envs: parallel training envs per seed (one vectorised step = num_envs env steps).
     num_eval_envs: envs (episodes) per evaluation.
     total_steps: env steps per seed, warm-up included.
@@ -214,6 +218,7 @@ class TrainConfig:
   backend: Optional[str] = None
   episode_length: int = 1000
   action_repeat: int = 1
+  fresh_resets: bool = True
   num_envs: int = 16
   num_eval_envs: int = 16
   total_steps: int = 100_000
@@ -341,6 +346,7 @@ class TrainConfig:
     that is unknown, missing (fields added since the first release may be missing
     and take their defaults) or of the wrong type or a non-finite number."""
     check_saved_config(d, source)
+    d = {**SAVED_BEFORE_ADDED, **d}
     try:
       return cls.from_dict(d)
     except ValueError as e:  # a value QSMConfig refuses, e.g. an unknown score_scale
@@ -358,11 +364,15 @@ class TrainConfig:
 
 
 # Fields added since the first release: a saved config may lack them (their defaults
-# are what runs saved before did).
-ADDED_FIELDS = ("algo", "sweep_name", "sweep_values", "qsm.adam_b1", "qsm.adam_b2",
+# are what runs saved before did, unless SAVED_BEFORE_ADDED says otherwise).
+ADDED_FIELDS = ("fresh_resets", "algo", "sweep_name", "sweep_values", "qsm.adam_b1", "qsm.adam_b2",
                 "qsm.score_scale", "qsm.score_norm_rate", "qsm.score_critic",
                 "qsm.clip_denoised", "qsm.critic_layer_norm", "qsm.critic_reward_norm",
                 "qsm.eval_best_of", "qsm.act_best_of")
+
+# Top-level fields whose value for a saved config without them differs from the default
+# of new runs: what the runs saved before them did.
+SAVED_BEFORE_ADDED = {"fresh_resets": False}
 
 
 def _type_error(default: Any, value: Any) -> Optional[str]:

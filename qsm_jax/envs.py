@@ -132,40 +132,80 @@ class NextObsWrapper(brax.envs.Wrapper):
     return state
 
 
+class FreshAutoResetWrapper(brax.envs.Wrapper):
+  """Restarts a finished env from a newly drawn initial state (a batched env's wrapper).
+
+  Brax's AutoResetWrapper (and Playground's, by default) restarts a finished env from the
+  state it was first reset to, so a run trains on only ``num_envs`` initial states per
+  seed (``num_envs`` reacher targets) and is evaluated on fresh ones. This wrapper keeps
+  a PRNG key per env in ``info['reset_key']`` and resets finished envs with the next
+  key. As Brax's wrapper it keeps what the step produced for the transition: reward,
+  done, ``truncation``, ``next_obs`` (the true s') and the episode bookkeeping
+  (``steps``, ``episode_done``, ``episode_metrics``); the rest of the state (physics,
+  obs and the env's own ``info``) is the fresh episode's. A reset runs for every env at
+  every step (``where``, not a branch, as under ``vmap`` any branch would be).
+  """
+
+  KEY = "reset_key"
+  KEPT_INFO = ("next_obs", "truncation", "steps", "episode_done", "episode_metrics")
+
+  def reset(self, rng: jax.Array):
+    keys = jax.vmap(jax.random.split)(rng)
+    state = self.env.reset(keys[:, 0])
+    state.info[self.KEY] = keys[:, 1]
+    return state
+
+  def step(self, state, action: jax.Array):
+    keys = jax.vmap(jax.random.split)(state.info[self.KEY])
+    info = dict(state.info)  # Brax's wrappers write into info: keep the caller's intact
+    if "steps" in info:  # the previous step ended an episode: count from 0 again
+      info["steps"] = jnp.where(state.done, jnp.zeros_like(info["steps"]), info["steps"])
+    stepped = self.env.step(state.replace(info=info, done=jnp.zeros_like(state.done)), action)
+    fresh = self.env.reset(keys[:, 0])
+
+    def where_done(new, old):
+      return jnp.where(stepped.done.reshape(stepped.done.shape + (1,) * (old.ndim - 1)), new,
+                       old)
+
+    info = {name: value if name in self.KEPT_INFO
+            else jax.tree.map(where_done, fresh.info[name], value)
+            for name, value in stepped.info.items() if name != self.KEY}
+    info[self.KEY] = keys[:, 1]
+    physics = "pipeline_state" if hasattr(stepped, "pipeline_state") else "data"
+    return stepped.replace(
+        obs=jax.tree.map(where_done, fresh.obs, stepped.obs), info=info,
+        **{physics: jax.tree.map(where_done, getattr(fresh, physics),
+                                 getattr(stepped, physics))})
+
+
 def make_env(name: str, backend: str | None = None, episode_length: int = 1000,
-             action_repeat: int = 1, auto_reset: bool = True) -> brax.envs.Env:
+             action_repeat: int = 1, auto_reset: bool = True,
+             fresh_resets: bool = True) -> brax.envs.Env:
   """A batched env: Episode (time limit, action repeat) -> NextObs -> Vmap -> AutoReset.
 
   ``reset`` takes a batch of keys (N, 2) and ``step`` a batch of actions (N, act_dim).
-  With ``auto_reset=False`` (evaluation) finished envs stay done.
+  With ``auto_reset=False`` (evaluation) finished envs stay done. A finished env
+  restarts from a newly drawn initial state (``FreshAutoResetWrapper``), or with
+  ``fresh_resets=False`` from its first one (Brax's / Playground's AutoResetWrapper:
+  what runs saved before the option had).
   """
   backend = check_env(name, backend)
   if is_dmc(name):
-    return _make_dmc_env(name, episode_length, action_repeat, auto_reset)
-  env = brax.envs.get_environment(name, backend=backend)
+    playground = _playground()
+    env = playground.dm_control_suite.load(dmc_tasks()[name],
+                                           config_overrides={"impl": "jax"})
+  else:
+    env = brax.envs.get_environment(name, backend=backend)
   env = brax_wrappers.EpisodeWrapper(env, episode_length, action_repeat)
   env = NextObsWrapper(env)
   env = brax_wrappers.VmapWrapper(env)
-  if auto_reset:
-    env = brax_wrappers.AutoResetWrapper(env)
-  return env
-
-
-def _make_dmc_env(name, episode_length, action_repeat, auto_reset):
-  """A Playground DM Control Suite task with the same wrappers as a Brax env.
-
-  Playground's auto-reset (as Brax's) restarts a finished env from the state it was
-  first reset to and keeps ``info`` (so ``next_obs`` and ``truncation`` survive it);
-  evaluation (auto_reset=False) draws fresh initial states.
-  """
-  playground = _playground()
-  env = playground.dm_control_suite.load(dmc_tasks()[name], config_overrides={"impl": "jax"})
-  env = brax_wrappers.EpisodeWrapper(env, episode_length, action_repeat)
-  env = NextObsWrapper(env)
-  env = brax_wrappers.VmapWrapper(env)
-  if auto_reset:
-    env = playground.wrapper.BraxAutoResetWrapper(env)
-  return env
+  if not auto_reset:
+    return env
+  if fresh_resets:
+    return FreshAutoResetWrapper(env)
+  if is_dmc(name):  # keeps info (so next_obs and truncation survive it), as Brax's does
+    return playground.wrapper.BraxAutoResetWrapper(env)
+  return brax_wrappers.AutoResetWrapper(env)
 
 
 def env_sizes(env) -> tuple[int, int]:

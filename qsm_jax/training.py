@@ -73,7 +73,8 @@ def make_trainer(cfg: TrainConfig, num_devices: int = 1,
   algorithm = get_algorithm(cfg.algo)
   if (num_devices > 1) != (axis_name is not None):
     raise ValueError("a data-parallel trainer needs both num_devices > 1 and an axis_name")
-  env = make_env(cfg.env, cfg.backend, cfg.episode_length, cfg.action_repeat)
+  env = make_env(cfg.env, cfg.backend, cfg.episode_length, cfg.action_repeat,
+                 fresh_resets=cfg.fresh_resets)
   eval_env = make_env(cfg.env, cfg.backend, cfg.episode_length, cfg.action_repeat,
                       auto_reset=False)
   obs_dim, act_dim = env_sizes(env)

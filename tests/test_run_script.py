@@ -132,10 +132,13 @@ def test_resume_of_a_bad_config_json_gives_one_line(case, tmp_path, capsys):
 def test_config_of_an_older_run_resumes_with_the_new_fields_defaults():
   """Fields added since the first release may be missing from a saved config.json."""
   old = _config_without("qsm.score_scale")
-  del old["algo"], old["sweep_name"], old["sweep_values"]
+  del old["algo"], old["sweep_name"], old["sweep_values"], old["fresh_resets"]
   cfg = TrainConfig.from_saved(old)
   assert cfg.algo == "qsm" and cfg.qsm.score_scale == "fixed" and cfg.sweep_values == ()
-  assert dataclasses.replace(cfg, qsm=TINY_LOOP.qsm, algo=TINY_LOOP.algo) == TINY_LOOP
+  # Runs saved before fresh_resets restarted finished envs from their first state.
+  assert TINY_LOOP.fresh_resets and not cfg.fresh_resets
+  assert dataclasses.replace(cfg, qsm=TINY_LOOP.qsm, algo=TINY_LOOP.algo,
+                             fresh_resets=True) == TINY_LOOP
 
 
 def test_script_smoke_bad_flag_in_a_subprocess():

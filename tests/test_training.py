@@ -55,8 +55,8 @@ def test_env_sizes_are_the_envs_observation_and_action_sizes(name, sizes):
 
 def test_truncation_keeps_true_next_obs_and_is_not_terminal():
   # Episodes of 3 steps end by the time limit: the stored s' must be the physics state,
-  # not the reset observation Brax's AutoResetWrapper puts in `obs`. On spring the pole
-  # stays up for 3 steps of 0.5, so every end is a time limit (on generalized it can fall).
+  # not the reset observation the auto-reset puts in `obs`. On spring the pole stays up
+  # for 3 steps of 0.5, so every end is a time limit (on generalized it can fall).
   env = make_env("inverted_pendulum", backend="spring", episode_length=3)
   state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), 2))
   step = jax.jit(env.step)
@@ -64,9 +64,37 @@ def test_truncation_keeps_true_next_obs_and_is_not_terminal():
   for _ in range(3):
     prev_obs, state = state.obs, step(state, actions)
   assert np.all(state.done == 1) and np.all(state.info["truncation"] == 1)
-  np.testing.assert_allclose(state.obs, state.info["first_obs"])  # reset in obs ...
-  assert not np.allclose(state.info["next_obs"], state.obs)      # ... true s' kept apart
-  assert not np.allclose(state.info["next_obs"], prev_obs)
+  assert not np.allclose(state.info["next_obs"], state.obs)  # true s' kept apart from
+  assert not np.allclose(state.info["next_obs"], prev_obs)   # the reset observation
+  np.testing.assert_allclose(state.obs[:, 2:], 0.0, atol=0.011)  # a reset: near rest
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_finished_env_restarts_from_a_new_initial_state(fresh):
+  """Reacher's target (obs[4:6]) is drawn at reset. With fresh resets every episode of
+  every env gets its own; with fresh_resets=False (Brax's AutoResetWrapper) each env
+  returns to its first one. Either way a finished step keeps its own transition: the
+  true s' (the episode's target), the truncation flag and the episode's reward sum."""
+  env = make_env("reacher", episode_length=3, fresh_resets=fresh)
+  state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), 2))
+  step = jax.jit(env.step)
+  targets, rewards = [np.asarray(state.obs[:, 4:6])], 0.0
+  for i in range(9):
+    state = step(state, jnp.full((2, 2), 0.3))
+    rewards = rewards + state.reward
+    np.testing.assert_array_equal(state.done, float(i % 3 == 2))  # the count restarts
+    if i % 3 == 2:
+      np.testing.assert_array_equal(state.info["truncation"], 1.0)
+      np.testing.assert_array_equal(state.info["next_obs"][:, 4:6], targets[-1])
+      np.testing.assert_allclose(state.info["episode_metrics"]["sum_reward"], rewards,
+                                 rtol=1e-5)
+      targets.append(np.asarray(state.obs[:, 4:6]))
+      rewards = 0.0
+    else:
+      np.testing.assert_array_equal(state.obs[:, 4:6], targets[-1])
+  targets = np.concatenate(targets)  # 4 starts x 2 envs
+  distinct = len({tuple(t) for t in targets.round(6)})
+  assert distinct == (8 if fresh else 2)
 
 
 def test_loop_fills_replay_with_masks_and_never_recompiles():
