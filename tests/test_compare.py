@@ -89,13 +89,17 @@ def test_wall_clock_adds_up_resumed_sessions(tmp_path):
   assert (s["wall_s"], s["steps_to_threshold"], s["wall_s_to_threshold"]) == (32.0, 3000, 28.0)
 
 
-def test_report_writes_plot_table_and_json(two_runs, tmp_path):
+def test_report_writes_plot_table_and_json(two_runs, tmp_path, monkeypatch):
   pytest.importorskip("matplotlib")
   lines = []
   s = report.write_report(str(tmp_path), two_runs, "inverted_pendulum", log=lines.append)
   assert os.path.getsize(tmp_path / "curves.png") > 10_000
   with open(tmp_path / "summary.json") as f:
-    assert json.load(f)["algos"]["b"]["best_return_mean"] == s["algos"]["b"]["best_return_mean"]
+    saved = json.load(f)["algos"]
+  assert saved["b"]["best_return_mean"] == s["algos"]["b"]["best_return_mean"]
+  assert saved["b"]["run_dir"] == str(tmp_path / "b")  # outside the working directory
+  monkeypatch.chdir(tmp_path)  # inside it: relative, so a committed report names no machine
+  assert report.summarise(two_runs)["algos"]["b"]["run_dir"] == "b"
   table = (tmp_path / "summary.md").read_text()
   assert "| a | 2 | 3,000 | 40.0 ± 0.0 | 40.0 ± 10.0 | 40.0 @ 2,000 | - | - | 30s | 16s |" in table
   assert "| b | 3 | 2,000 | 60.0 ± 24.5 | 90.0 ± 24.5 | 90.0 @ 1,000 | 1,000 | 5.0s | 9.0s | 4.0s |" in table

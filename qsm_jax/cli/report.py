@@ -149,7 +149,11 @@ def summarise(run_dirs: dict, fraction: float = 0.9) -> dict:
 
 
 def run_dir_of(run_dirs: dict, algo: str) -> str:
-  return os.path.abspath(run_dirs[algo])
+  """The run folder as summary.json records it: relative to the working directory when it
+  lies inside it (a report committed with a repository then names no machine's paths)."""
+  path = os.path.abspath(run_dirs[algo])
+  relative = os.path.relpath(path)
+  return path if relative.startswith("..") else relative
 
 
 def _fmt_s(seconds: Optional[float]) -> str:
