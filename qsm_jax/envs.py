@@ -1,5 +1,6 @@
 """Environments for training and evaluation: Brax's, and (optional) MuJoCo Playground's
-DeepMind Control Suite as ``dmc/<task>``, both wrapped by Brax's own wrappers.
+DeepMind Control Suite as ``dmc/<task>``, both wrapped alike: Brax's episode and vmap
+wrappers, ours for the true next observation and for auto-resets to fresh initial states.
 
 DM Control Suite tasks are named ``dmc/`` + Playground's name in snake case
 (``CartpoleSwingup`` -> ``dmc/cartpole_swingup``; ``dmc_tasks()`` lists them). They need

@@ -6,7 +6,8 @@
 Settings come from the env's qsm_jax preset (qsm_jax/presets.py), overridden by the given
 flags, and are mapped onto ``brax.training.agents.sac.train.train`` (see ``brax_settings``).
 Brax trains one seed per call, so the seeds run one after another (seed i uses Brax
-``seed=cfg.seed + i``). The run folder gets:
+``seed=cfg.seed + i``). Brax's own wrappers return a finished training env to the
+state it was first reset to (``fresh_resets`` does not reach it). The run folder gets:
   config.json    our TrainConfig (``algo`` set to "brax_sac"), the Brax keyword arguments
                  used ("brax_sac") and the seeds;
   metrics.jsonl  our row format, one row per evaluation: "env_steps", "wall_s",
