@@ -12,6 +12,7 @@ except a physics blow-up to NaN, which Playground marks done.
 """
 from __future__ import annotations
 
+import functools
 import re
 
 import brax.envs
@@ -158,7 +159,9 @@ class FreshAutoResetWrapper(brax.envs.Wrapper):
 
   def step(self, state, action: jax.Array):
     keys = jax.vmap(jax.random.split)(state.info[self.KEY])
-    info = dict(state.info)  # Brax's wrappers write into info: keep the caller's intact
+    # A copy (Brax's wrappers write into info) without our key: the env below then sees
+    # the info an evaluation env has, so their steps share one trace (_simulator).
+    info = {name: value for name, value in state.info.items() if name != self.KEY}
     if "steps" in info:  # the previous step ended an episode: count from 0 again
       info["steps"] = jnp.where(state.done, jnp.zeros_like(info["steps"]), info["steps"])
     stepped = self.env.step(state.replace(info=info, done=jnp.zeros_like(state.done)), action)
@@ -170,13 +173,36 @@ class FreshAutoResetWrapper(brax.envs.Wrapper):
 
     info = {name: value if name in self.KEPT_INFO
             else jax.tree.map(where_done, fresh.info[name], value)
-            for name, value in stepped.info.items() if name != self.KEY}
+            for name, value in stepped.info.items()}
     info[self.KEY] = keys[:, 1]
     physics = "pipeline_state" if hasattr(stepped, "pipeline_state") else "data"
     return stepped.replace(
         obs=jax.tree.map(where_done, fresh.obs, stepped.obs), info=info,
         **{physics: jax.tree.map(where_done, getattr(fresh, physics),
                                  getattr(stepped, physics))})
+
+
+@functools.lru_cache(maxsize=None)
+def _simulator(name: str, backend: str):
+  """The unwrapped env, one object per (name, backend) in a process, with ``reset`` and
+  ``step`` jitted.
+
+  JAX caches the trace of a jitted function, so every program built on these envs (a
+  run's init, warm-up, training chunk and evaluation, ``env_sizes``, the next run in the
+  same process) traces the simulator's reset and step once per process instead of once
+  per program: about 2 s each time for Brax's generalized pendulum on CPU, 8 of them in a
+  tiny run. Compiled code is the same (XLA inlines the inner calls). Not in multi-process
+  runs: there JAX refuses the training program built on them ("Closing over jax.Array that
+  spans non-addressable devices"; tests/test_parallel.py's two-process run).
+  """
+  if is_dmc(name):
+    env = _playground().dm_control_suite.load(dmc_tasks()[name],
+                                              config_overrides={"impl": "jax"})
+  else:
+    env = brax.envs.get_environment(name, backend=backend)
+  if jax.process_count() == 1:
+    env.reset, env.step = jax.jit(env.reset), jax.jit(env.step)
+  return env
 
 
 def make_env(name: str, backend: str | None = None, episode_length: int = 1000,
@@ -191,13 +217,7 @@ def make_env(name: str, backend: str | None = None, episode_length: int = 1000,
   what runs saved before the option had).
   """
   backend = check_env(name, backend)
-  if is_dmc(name):
-    playground = _playground()
-    env = playground.dm_control_suite.load(dmc_tasks()[name],
-                                           config_overrides={"impl": "jax"})
-  else:
-    env = brax.envs.get_environment(name, backend=backend)
-  env = brax_wrappers.EpisodeWrapper(env, episode_length, action_repeat)
+  env = brax_wrappers.EpisodeWrapper(_simulator(name, backend), episode_length, action_repeat)
   env = NextObsWrapper(env)
   env = brax_wrappers.VmapWrapper(env)
   if not auto_reset:
@@ -205,7 +225,7 @@ def make_env(name: str, backend: str | None = None, episode_length: int = 1000,
   if fresh_resets:
     return FreshAutoResetWrapper(env)
   if is_dmc(name):  # keeps info (so next_obs and truncation survive it), as Brax's does
-    return playground.wrapper.BraxAutoResetWrapper(env)
+    return _playground().wrapper.BraxAutoResetWrapper(env)
   return brax_wrappers.AutoResetWrapper(env)
 
 
