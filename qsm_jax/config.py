@@ -64,7 +64,8 @@ class QSMConfig:
       (the critic learns from rewards divided by a moving average of the batch mean |r|,
       so the whole update is free of the reward's scale; Q is then in those units). See
       CRITIC_REWARD_NORMS. Not for rewards that are zero for long stretches (sparse): the
-      average starts from their first nonzero batches.
+      average starts from their first nonzero batches and grows as the policy learns
+      (dmc/finger_spin, 3 seeds: 262 with it, 422 without; experiments/RESULTS.md).
     eval_best_of: the noise-free policy (evaluation, ``load_policy``) draws this many
       sampler outputs per observation and takes the one the critics value most (their
       min Q); 1: one draw, the paper's policy.
