@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 # Layout version of what ``save`` writes (state / replay / meta items, meta fields).
 # A reader refuses checkpoints newer than the version it knows.
 # 2: QSMState gained score_norm (the running |grad_a Q| of score_scale='running').
-# 3: QSMState gained reward_norm (the running |r| of critic_reward_norm='running').
+# 3: QSMState gained reward_norm (the running |r| of critic_reward_norm 'running' and 'shrink').
 FORMAT_VERSION = 3
 # State leaves added in a format after 2, as (format, attribute path); each starts at 0.
 # A checkpoint of an older format restores without them and sets them to 0: what the

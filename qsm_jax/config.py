@@ -30,8 +30,11 @@ SCORE_CRITICS = ("online", "target")
 #   none:    the rewards as given (the paper's critic);
 #   running: rewards divided by a moving average of the batch mean |r| (QSMState.reward_norm,
 #            rate QSMConfig.score_norm_rate, bias-corrected), so Q, grad_a Q and the losses
-#            have the same size for any reward scale.
-CRITIC_REWARD_NORMS = ("none", "running")
+#            have the same size for any reward scale;
+#   shrink:  rewards divided by max(1, that average): scaled down to about unit size when
+#            they are larger, left as given when smaller (DreamerV3's max(1, S) for its
+#            returns), so small or sparse rewards are never amplified.
+CRITIC_REWARD_NORMS = ("none", "running", "shrink")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,18 +57,21 @@ class QSMConfig:
       'batch' or 'running' (divided by a batch / moving-average estimate of mean
       |grad_a Q|, so M_q is a step size free of the reward's scale). See SCORE_SCALES.
     score_norm_rate: the moving averages' rate (score_scale='running',
-      critic_reward_norm='running').
+      critic_reward_norm='running' or 'shrink').
     score_critic: which critics give grad_a Q for the actor's target: 'online' (the
       paper's: the critics just updated) or 'target' (their Polyak-averaged copies).
     clip_denoised: sample through the predicted clean action, clipped to [-1, 1]
       (x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), then the DDPM posterior mean);
       without the clip this is the same step as the paper's sampler.
-    critic_reward_norm: 'none' (the paper's critic: the rewards as given) or 'running'
+    critic_reward_norm: 'none' (the paper's critic: the rewards as given), 'running'
       (the critic learns from rewards divided by a moving average of the batch mean |r|,
-      so the whole update is free of the reward's scale; Q is then in those units). See
-      CRITIC_REWARD_NORMS. Not for rewards that are zero for long stretches (sparse): the
-      average starts from their first nonzero batches and grows as the policy learns
-      (dmc/finger_spin, 3 seeds: 262 with it, 422 without; experiments/RESULTS.md).
+      so the whole update is free of the reward's scale; Q is then in those units) or
+      'shrink' (divided by max(1, that average): free of the scale for rewards above
+      about 1 per step, the rewards as given below it). See CRITIC_REWARD_NORMS.
+      'running' hurts where rewards are small or zero for long stretches: its average
+      starts small and grows as the policy learns, changing Q's units under the critic
+      (dmc/finger_spin, 3 seeds: 262 with it, 422 without; 'shrink' leaves DMC's
+      rewards, all in [0, 1], as given; experiments/RESULTS.md).
     eval_best_of: the noise-free policy (evaluation, ``load_policy``) draws this many
       sampler outputs per observation and takes the one the critics value most (their
       min Q); 1: one draw, the paper's policy.

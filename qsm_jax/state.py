@@ -32,7 +32,7 @@ class QSMState:
     score_norm: moving average of the batch mean |grad_a Q| (float32 scalar, before bias
       correction); read only with ``config.score_scale == 'running'``, kept 0 otherwise.
     reward_norm: moving average of the batch mean |reward| (float32 scalar, before bias
-      correction); read only with ``config.critic_reward_norm == 'running'``, 0 otherwise.
+      correction); read only with critic_reward_norm 'running' or 'shrink', 0 otherwise.
     hparams: numeric hyperparameters (leaves).
     noise_model: Flax module, ``(obs, noisy_action, t) -> eps`` (static).
     critic: Flax module of ONE critic, ``(obs, action) -> q`` (static).

@@ -47,11 +47,15 @@ def critic_reward_divisor(cfg, reward_norm: jax.Array, step: jax.Array, reward: 
                           pmean) -> tuple[jax.Array, jax.Array]:
   """(divisor of the rewards the critic learns from, new moving average) for
   ``cfg.critic_reward_norm``: 1 for 'none'; for 'running' the bias-corrected moving
-  average of the (global) batch mean |r|, the same on every replica."""
+  average of the (global) batch mean |r|, the same on every replica; for 'shrink'
+  max(1, that average), so rewards below about 1 reach the critic exactly as given."""
   if cfg.critic_reward_norm == "none":
     return jnp.ones((), jnp.float32), reward_norm
-  return _running_mean(reward_norm, pmean(jnp.mean(jnp.abs(reward))), cfg.score_norm_rate,
-                       step)
+  divisor, reward_norm = _running_mean(reward_norm, pmean(jnp.mean(jnp.abs(reward))),
+                                       cfg.score_norm_rate, step)
+  if cfg.critic_reward_norm == "shrink":
+    divisor = jnp.maximum(divisor, 1.0)
+  return divisor, reward_norm
 
 
 @functools.partial(jax.jit, static_argnames=("axis_name",))
@@ -90,7 +94,8 @@ def qsm_update(state: QSMState, batch: Batch, key: jax.Array,
   normal, randint = global_batch_draws(axis_name)
 
   # 1-2. Critic target from the current policy's (noised) action at s', with the rewards
-  # divided by their running size if critic_reward_norm is 'running'.
+  # divided by their running size if critic_reward_norm is 'running' ('shrink': only if
+  # that is above 1).
   reward_divisor, reward_norm = critic_reward_divisor(cfg, state.reward_norm, state.step,
                                                       batch.reward, pmean)
   next_action = sample_from_params(state, state.actor_params, batch.next_obs, next_key,

@@ -202,12 +202,28 @@ def test_critic_reward_divisor_by_hand():
   assert float(divisor) == pytest.approx(0.58 / 0.19, rel=1e-6)
 
 
-def _after_updates_with_rewards(critic_reward_norm, reward_scale, steps=3):
+def test_shrink_divides_only_by_an_average_above_one():
+  # The same average as 'running' (rate 0.1, first step: the batch mean exactly), but the
+  # divisor is max(1, it): mean |r| 2 divides by 2, mean |r| 0.5 by exactly 1.
+  ident = lambda x: x
+  cfg = dataclasses.replace(TINY, critic_reward_norm="shrink", score_norm_rate=0.1)
+  divisor, norm = update.critic_reward_divisor(cfg, jnp.float32(0.0), jnp.int32(0),
+                                               jnp.array([1.0, -3.0]), ident)
+  assert float(divisor) == pytest.approx(2.0, rel=1e-6)
+  assert float(norm) == pytest.approx(0.2, rel=1e-6)
+  divisor, norm = update.critic_reward_divisor(cfg, jnp.float32(0.0), jnp.int32(0),
+                                               jnp.array([0.25, -0.75]), ident)
+  assert float(divisor) == 1.0
+  assert float(norm) == pytest.approx(0.05, rel=1e-6)  # still tracked
+
+
+def _after_updates_with_rewards(critic_reward_norm, reward_scale, steps=3, bounded=False):
   cfg = dataclasses.replace(TINY, score_scale="running", critic_reward_norm=critic_reward_norm)
   state = q.init_state(jax.random.PRNGKey(0), 3, 2, config=cfg,
                        hparams=q.QSMHyperparams(M_q=1.0))
   batch = random_batch(jax.random.PRNGKey(1), 64, 3, 2)
-  batch = batch.replace(reward=batch.reward * reward_scale)
+  reward = jnp.sign(batch.reward) if bounded else batch.reward  # bounded: every |r| = 1
+  batch = batch.replace(reward=reward * reward_scale)
   for i in range(steps):
     state, metrics = q.qsm_update(state, batch, jax.random.PRNGKey(10 + i))
   return state, metrics
@@ -233,6 +249,22 @@ def test_running_reward_norm_makes_the_whole_update_free_of_the_reward_scale():
   moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
       jax.tree.leaves(plain.critic_params), jax.tree.leaves(plain100.critic_params)))
   assert moved > 1e-4
+
+
+def test_shrink_is_the_papers_critic_for_small_rewards_and_running_for_large():
+  # |r| <= 1 (DMC's rewards are in [0, 1]): the update is bit for bit the paper's critic
+  # ('none'); rewards x100: bit for bit 'running', so free of the scale above 1.
+  def tree(s):
+    return jax.tree.leaves((s.actor_params, s.critic_params, s.target_critic_params))
+  for scale, same_as in ((0.3, "none"), (100.0, "running")):
+    shrink, m = _after_updates_with_rewards("shrink", scale, bounded=True)
+    other, _ = _after_updates_with_rewards(same_as, scale, bounded=True)
+    for a, b in zip(tree(shrink), tree(other)):
+      np.testing.assert_array_equal(a, b)
+    assert (float(m["reward_divisor"]) == 1.0) == (same_as == "none")
+  # The control: at x100 'none' moves elsewhere, so the equalities above can fail.
+  plain, _ = _after_updates_with_rewards("none", 100.0, bounded=True)
+  assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(tree(plain), tree(shrink))) > 1e-4
 
 
 def test_bad_score_settings_are_refused():
