@@ -292,7 +292,7 @@ def test_reward_scale_report_by_hand(tmp_path):
 def test_qsm_paper_is_qsm_in_the_papers_form():
   cfg = preset_config("inverted_pendulum")
   assert cfg.qsm.score_scale == "running" and cfg.hparams.M_q == 1.0
-  assert cfg.qsm.critic_reward_norm == "running" and cfg.qsm.eval_best_of == 10
+  assert cfg.qsm.critic_reward_norm == "shrink" and cfg.qsm.eval_best_of == 10
   paper = compare.algo_config(cfg, "qsm_paper")
   assert paper.algo == "qsm" and paper.qsm.score_scale == "fixed" and paper.hparams.M_q == 50.0
   assert not paper.qsm.clip_denoised and paper.qsm.score_critic == "online"
