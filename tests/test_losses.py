@@ -217,6 +217,10 @@ def test_shrink_divides_only_by_an_average_above_one():
   assert float(norm) == pytest.approx(0.05, rel=1e-6)  # still tracked
 
 
+def _learned_leaves(state):
+  return jax.tree.leaves((state.actor_params, state.critic_params, state.target_critic_params))
+
+
 def _after_updates_with_rewards(critic_reward_norm, reward_scale, steps=3, bounded=False):
   cfg = dataclasses.replace(TINY, score_scale="running", critic_reward_norm=critic_reward_norm)
   state = q.init_state(jax.random.PRNGKey(0), 3, 2, config=cfg,
@@ -238,8 +242,7 @@ def test_running_reward_norm_makes_the_whole_update_free_of_the_reward_scale():
   assert float(m100["reward_divisor"]) == pytest.approx(100 * float(m1["reward_divisor"]),
                                                         rel=1e-5)
   assert float(m100["critic_loss"]) == pytest.approx(float(m1["critic_loss"]), rel=1e-4)
-  parts = lambda s: (s.actor_params, s.critic_params, s.target_critic_params)
-  for a, b in zip(jax.tree.leaves(parts(base)), jax.tree.leaves(parts(scaled))):
+  for a, b in zip(_learned_leaves(base), _learned_leaves(scaled)):
     np.testing.assert_allclose(a, b, atol=1e-5)
   plain, p1 = _after_updates_with_rewards("none", 1.0)
   plain100, p100 = _after_updates_with_rewards("none", 100.0)
@@ -254,17 +257,16 @@ def test_running_reward_norm_makes_the_whole_update_free_of_the_reward_scale():
 def test_shrink_is_the_papers_critic_for_small_rewards_and_running_for_large():
   # |r| <= 1 (DMC's rewards are in [0, 1]): the update is bit for bit the paper's critic
   # ('none'); rewards x100: bit for bit 'running', so free of the scale above 1.
-  def tree(s):
-    return jax.tree.leaves((s.actor_params, s.critic_params, s.target_critic_params))
   for scale, same_as in ((0.3, "none"), (100.0, "running")):
     shrink, m = _after_updates_with_rewards("shrink", scale, bounded=True)
     other, _ = _after_updates_with_rewards(same_as, scale, bounded=True)
-    for a, b in zip(tree(shrink), tree(other)):
+    for a, b in zip(_learned_leaves(shrink), _learned_leaves(other)):
       np.testing.assert_array_equal(a, b)
     assert (float(m["reward_divisor"]) == 1.0) == (same_as == "none")
   # The control: at x100 'none' moves elsewhere, so the equalities above can fail.
   plain, _ = _after_updates_with_rewards("none", 100.0, bounded=True)
-  assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(tree(plain), tree(shrink))) > 1e-4
+  assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(_learned_leaves(plain),
+                                                         _learned_leaves(shrink))) > 1e-4
 
 
 def test_bad_score_settings_are_refused():
