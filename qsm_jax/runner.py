@@ -12,11 +12,12 @@ A run folder holds:
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
 import time
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -26,7 +27,7 @@ from qsm_jax.metrics import MetricsWriter, to_row
 from qsm_jax.plots import plot_learning_curve
 from qsm_jax.parallel import DeviceLayout
 from qsm_jax.config import TrainConfig
-from qsm_jax.training import TrainState, check_divisible, make_trainer
+from qsm_jax.training import Trainer, TrainState, check_divisible, make_trainer
 
 # Settings that may change when resuming: they do not change the algorithm's result.
 RESUMABLE_CHANGES = ("total_steps", "eval_every", "num_eval_envs")
@@ -216,6 +217,36 @@ def _crossed(prev: int, now: int, every: int) -> bool:
   return every > 0 and now // every > prev // every
 
 
+class _Programs(NamedTuple):
+  trainer: Trainer
+  init: Callable
+  warmup: Callable
+  chunk: Callable
+  evaluate: Callable
+
+
+_PROGRAMS: "collections.OrderedDict[tuple, _Programs]" = collections.OrderedDict()
+
+
+def _programs(cfg: TrainConfig, layout: DeviceLayout) -> _Programs:
+  """The trainer's functions, mapped over seeds and devices. The last few are kept, so
+  another run of the same settings in this process (a resume, a notebook's second run)
+  reuses the traced and compiled programs instead of tracing them again. total_steps
+  is not part of the key (it only sets how many chunks run); make_trainer is (a
+  replaced one builds its own)."""
+  key = (make_trainer, dataclasses.replace(cfg, total_steps=0), layout)
+  if key not in _PROGRAMS:
+    trainer = make_trainer(cfg, layout.num_devices, layout.axis_name)
+    _PROGRAMS[key] = _Programs(trainer=trainer, init=layout.map(trainer.init),
+                               warmup=layout.map(trainer.warmup),
+                               chunk=layout.map(trainer.train_chunk, donate_argnums=0),
+                               evaluate=layout.map(trainer.evaluate))
+    while len(_PROGRAMS) > 8:
+      _PROGRAMS.popitem(last=False)
+  _PROGRAMS.move_to_end(key)
+  return _PROGRAMS[key]
+
+
 def train(cfg: TrainConfig, opts: RunOptions,
           log: Callable[[str], None] = print) -> RunResult:
   """Trains (or resumes) a run end to end; returns the final state and the metric rows.
@@ -248,15 +279,12 @@ def train(cfg: TrainConfig, opts: RunOptions,
   # One copy of every seed's state per device (pmap over devices, vmap over seeds):
   # agents replicated, envs and replay split. pmap keeps the per-device program plain
   # and its collectives (qsm_update's pmean) explicit; see qsm_jax/parallel.py.
-  trainer = make_trainer(cfg, num_devices, layout.axis_name)
+  programs = _programs(cfg, layout)
+  trainer, warmup_fn, chunk_fn = programs.trainer, programs.warmup, programs.chunk
   checkpointer = Checkpointer(ckpt_dir, opts.max_to_keep, opts.checkpoint_replay)
-  mapped, replicate, first = layout.map, layout.replicate, layout.first
-  init_mapped = mapped(trainer.init)
-  init_fn = lambda keys, hparams: init_mapped(replicate(keys), replicate(hparams))
-  warmup_fn = mapped(trainer.warmup)
-  chunk_fn = mapped(trainer.train_chunk, donate_argnums=0)
-  eval_agents = mapped(trainer.evaluate)
-  eval_fn = lambda agent, keys: first(eval_agents(agent, replicate(keys)))
+  replicate, first = layout.replicate, layout.first
+  init_fn = lambda keys, hparams: programs.init(replicate(keys), replicate(hparams))
+  eval_fn = lambda agent, keys: first(programs.evaluate(agent, replicate(keys)))
 
   log(f"qsm_jax | {cfg.algo.upper()} | env {cfg.env} ({trainer.backend} backend) "
       f"obs {trainer.obs_dim} act {trainer.act_dim} | {_agents_text(cfg)} x {cfg.num_envs} envs | "
