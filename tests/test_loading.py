@@ -245,21 +245,40 @@ def test_render_script_writes_the_rollout_as_brax_html(tiny_run, tmp_path):
   assert (tmp_path / "view" / "rollout_trajectory.png").stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("script, args, message", [
-    ("evaluate.py", ["--env=ant"], "error: the policy was trained on inverted_pendulum "
-     "(obs 4, act 1) and cannot act in ant (obs 27, act 8)"),
-    ("evaluate.py", ["--episodes=0"], "error: --episodes must be a positive integer"),
-    ("render.py", ["--agent=5"], "error: agent 5 does not exist"),
-    ("render.py", ["--temperature=-1"], "error: --temperature must be a finite number >= 0, "
-     "got -1.0"),
-    ("evaluate.py", ["--temperature=nan"], "error: --temperature must be a finite number >= 0, "
-     "got nan"),
-    ("evaluate.py", ["--best_of=0"], "error: --best_of must be a positive integer, got 0"),
-])
-def test_script_errors_are_one_line(tiny_run, script, args, message):
+BAD_INPUT = {  # command: (arguments after --run_dir, the start of its one error line)
+    "evaluate": [
+        (["--env=ant"], "error: the policy was trained on inverted_pendulum (obs 4, act 1) "
+         "and cannot act in ant (obs 27, act 8)"),
+        (["--episodes=0"], "error: --episodes must be a positive integer"),
+        (["--temperature=nan"], "error: --temperature must be a finite number >= 0, got nan"),
+        (["--best_of=0"], "error: --best_of must be a positive integer, got 0"),
+    ],
+    "render": [
+        (["--agent=5"], "error: agent 5 does not exist"),
+        (["--temperature=-1"], "error: --temperature must be a finite number >= 0, got -1.0"),
+    ],
+}
+
+
+@pytest.mark.parametrize("command", sorted(BAD_INPUT))
+def test_bad_input_is_one_error_line(tiny_run, command):
+  """Each case runs the command's main in-process, all of one command's cases in one
+  process (tests/cli_cases.py); the scripts' own exit path, a real process, is tested
+  below and by the successful runs above."""
   run_dir, _ = tiny_run
-  line = one_error_line(run_experiment(script, f"--run_dir={run_dir}", *args, timeout=300))
-  assert line.startswith(message), line
+  cases = BAD_INPUT[command]
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "tests" / "cli_cases.py"), f"qsm_jax.cli.{command}",
+       json.dumps([[f"--run_dir={run_dir}", *args] for args, _ in cases])],
+      capture_output=True, text=True, timeout=600, cwd=ROOT)
+  assert result.returncode == 0, result.stderr[-3000:]
+  outcomes = json.loads(result.stdout.strip().splitlines()[-1])
+  assert len(outcomes) == len(cases)
+  for (args, message), outcome in zip(cases, outcomes):
+    assert outcome["code"] == 1, (args, outcome)
+    assert "Traceback" not in outcome["stderr"], (args, outcome["stderr"][-2000:])
+    errors = [l for l in outcome["stderr"].splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(message), (args, outcome["stderr"])
 
 
 def test_scripts_refuse_a_corrupt_or_missing_checkpoint_in_one_line(tiny_run, tmp_path):

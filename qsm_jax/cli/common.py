@@ -7,15 +7,24 @@ import os
 import sys
 
 
+# Set by run_command: the command owns this process, so fail() may end it at once.
+_OWNS_PROCESS = False
+
+
 def fail(message) -> None:
-  """Writes ``error: <message>`` as one line on stderr and exits with status 1."""
+  """Writes ``error: <message>`` as one line on stderr and exits with status 1.
+
+  As a command (run_command), the process ends at once (os._exit); called in-process
+  (a test running a command's main), it raises SystemExit(1) instead."""
   sys.stdout.flush()
   sys.stderr.flush()
   # One write to the file descriptor, then os._exit: after a failed checkpoint restore,
   # tensorstore's threads finish the reads still in flight and print tracebacks (their
   # event loop is closed) at any moment, even in the middle of a print().
   os.write(2, f"error: {message}\n".encode())
-  os._exit(1)  # pylint: disable=protected-access
+  if _OWNS_PROCESS:
+    os._exit(1)  # pylint: disable=protected-access
+  raise SystemExit(1)
 
 
 def run_command(main, *flag_modules) -> None:
@@ -23,6 +32,8 @@ def run_command(main, *flag_modules) -> None:
   names) define: absl lists only the main module's, and a command's main module is a thin
   wrapper (experiments/*.py) or a console script."""
   from absl import app, flags  # pylint: disable=import-outside-toplevel
+  global _OWNS_PROCESS  # pylint: disable=global-statement
+  _OWNS_PROCESS = True
   for module in flag_modules:
     for flag in flags.FLAGS.get_flags_for_module(module):
       flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
