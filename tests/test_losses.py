@@ -133,13 +133,18 @@ def _actor_after_updates(score_scale, q_scale, steps=3):
 @pytest.mark.parametrize("score_scale", ["batch", "running"])
 def test_scale_free_target_ignores_the_scale_of_q(score_scale):
   # Q x100 (rewards in other units): the scale-free actor update is the same to float
-  # rounding; the paper's fixed M_q regresses onto a 100x larger target (the control).
+  # rounding (the control, the paper's fixed M_q, is the next test).
   base, m1 = _actor_after_updates(score_scale, 1.0)
   scaled, m100 = _actor_after_updates(score_scale, 100.0)
   assert float(m100["score_scale"]) == pytest.approx(100 * float(m1["score_scale"]), rel=1e-4)
   assert float(m100["actor_loss"]) == pytest.approx(float(m1["actor_loss"]), rel=1e-4)
   for a, b in zip(jax.tree.leaves(base.actor_params), jax.tree.leaves(scaled.actor_params)):
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_fixed_target_follows_the_scale_of_q():
+  # The control of the test above: the paper's fixed M_q regresses onto a 100x larger
+  # target, and the actor moves elsewhere.
   fixed, f1 = _actor_after_updates("fixed", 1.0)
   fixed100, f100 = _actor_after_updates("fixed", 100.0)
   assert float(f1["score_scale"]) == float(f100["score_scale"]) == 1.0
