@@ -8,6 +8,9 @@ import tempfile
 # before jax is imported; a JAX_COMPILATION_CACHE_DIR already set is kept.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "qsm_jax_test_jit_cache"))
+# Cache every program, not only those that took a second to compile (JAX's default): a
+# run compiles about 130 small ones (inits, resets, metrics), several seconds in all.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # Most tests compile tiny programs and run them for a fraction of a second: XLA's
 # optimisation passes cost more than they save there (a tiny training run: 31 s instead
 # of 46 s). Tests marked `optimized` (the learning tests, whose thresholds were measured
