@@ -39,18 +39,25 @@ def captured_fds(out: dict):
       f.close()
 
 
+def run_main(module, *args) -> int:
+  """``module.main`` with these flags, parsed afresh, in this process: its exit code."""
+  with flagsaver.flagsaver():
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS([module.__name__, *args])
+    try:
+      module.main([module.__name__])
+    except SystemExit as e:
+      return e.code
+  return 0
+
+
 def main():
   module = importlib.import_module(sys.argv[1])
   results = []
   for args in json.loads(sys.argv[2]):
-    result = {"code": 0}
-    with captured_fds(result), flagsaver.flagsaver():
-      flags.FLAGS.unparse_flags()
-      flags.FLAGS([sys.argv[1], *args])
-      try:
-        module.main([sys.argv[1]])
-      except SystemExit as e:
-        result["code"] = e.code
+    result = {}
+    with captured_fds(result):
+      result["code"] = run_main(module, *args)
     results.append(result)
   print(json.dumps(results))
 

@@ -12,14 +12,13 @@ import time
 import jax
 import numpy as np
 import pytest
-from absl import flags as absl_flags
-from absl.testing import flagsaver
 
 from qsm_jax.checkpoint import Checkpointer
 from qsm_jax.runner import NonFiniteError, RunOptions, train
 from qsm_jax import runner as runner_module
 from qsm_jax.config import TrainConfig
 from qsm_jax.training import make_trainer
+from cli_cases import run_main
 from test_training import TINY_LOOP
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -50,14 +49,7 @@ RUN = importlib.import_module("qsm_jax.cli.train")  # defines its absl flags, on
 
 def run_in_process(*args):
   """experiments/run.py's main with these flags, in this process: its exit code."""
-  with flagsaver.flagsaver():
-    absl_flags.FLAGS.unparse_flags()
-    absl_flags.FLAGS(["run.py", *args])
-    try:
-      RUN.main(["run.py"])
-    except SystemExit as e:
-      return e.code
-  return 0
+  return run_main(RUN, *args)
 
 
 def _saved_run(tmp_path, config):
