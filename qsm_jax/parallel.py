@@ -21,6 +21,21 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 AXIS = "devices"
 
 
+def map_seeds(f: Callable) -> Callable:
+  """``jax.vmap(f)`` over the leading (seed) axis of every argument and result, except
+  that one seed calls ``f`` directly. Tracing the batching rules of a run's nested
+  scans is about a quarter of its start-up (a tiny single-seed run: 19.4-20.9 s of CPU
+  with vmap, 14.5-15.6 s without), paid by every single-seed run for nothing."""
+  batched = jax.vmap(f)
+
+  def mapped(*args):
+    if jax.tree.leaves(args)[0].shape[0] != 1:
+      return batched(*args)
+    out = f(*jax.tree.map(lambda x: x[0], args))
+    return jax.tree.map(lambda x: x[None], out)
+  return mapped
+
+
 def _local_rows(x) -> np.ndarray:
   """This process's rows of a mapped array, on the host (leading axis: local devices).
 
@@ -99,10 +114,10 @@ class DeviceLayout:
     return jax.process_index() == 0
 
   def map(self, f: Callable, **kwargs) -> Callable:
-    """vmap over seeds, then pmap over devices (or jit on one device)."""
+    """vmap over seeds (``map_seeds``), then pmap over devices (or jit on one device)."""
     if not self.parallel:
-      return jax.jit(jax.vmap(f), **kwargs)
-    return jax.pmap(jax.vmap(f), axis_name=AXIS, devices=self.devices, **kwargs)
+      return jax.jit(map_seeds(f), **kwargs)
+    return jax.pmap(map_seeds(f), axis_name=AXIS, devices=self.devices, **kwargs)
 
   def replicate(self, x) -> Any:
     """The same host values (a pytree) on each local device (leading axis: local devices)."""

@@ -8,10 +8,28 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from qsm_jax.parallel import map_seeds
+
 HERE = pathlib.Path(__file__).resolve().parent
+
+
+def test_one_seed_runs_unbatched_and_several_are_vmapped():
+  """map_seeds gives vmap's values for 1 and for 3 seeds; one seed calls the function
+  directly, so a lax.cond stays a branch (vmap turns it into a select that runs both,
+  as it does for 3 seeds)."""
+  f = lambda x, y: {"out": jax.lax.cond(x[0] > 0, lambda: x * 2.0, lambda: -x) + y}
+  for n in (1, 3):
+    x = jnp.arange(2 * n, dtype=jnp.float32).reshape(n, 2) - 1.0  # rows [-1, 0], [1, 2], ...
+    y = jnp.arange(n, dtype=jnp.float32)[:, None]
+    got = jax.jit(map_seeds(f))(x, y)["out"]
+    assert got.shape == (n, 2)
+    np.testing.assert_array_equal(got, jax.vmap(f)(x, y)["out"])
+    primitives = {e.primitive.name for e in jax.make_jaxpr(map_seeds(f))(x, y).jaxpr.eqns}
+    assert ("cond" in primitives) == (n == 1), primitives
 
 
 def test_update_split_over_4_devices_equals_one_device_with_whole_batch():
