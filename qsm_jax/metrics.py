@@ -4,9 +4,30 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from typing import Optional
 
 import numpy as np
+
+
+def _summary_writer():
+  """tensorboardX's SummaryWriter (a declared dependency; brax needs it too), imported
+  without torch unless torch is loaded already.
+
+  tensorboardX imports torch whenever it is installed (to accept torch tensors, which we
+  never log): 2-4 s at the start of every run on a machine with the test or bench extras.
+  A None in sys.modules makes ``import torch`` raise ImportError, which tensorboardX
+  catches; the entry is removed at once, so a later ``import torch`` works as usual.
+  """
+  if "torch" in sys.modules or "tensorboardX" in sys.modules:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    return SummaryWriter
+  sys.modules["torch"] = None
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
 
 
 class MetricsWriter:
@@ -24,9 +45,7 @@ class MetricsWriter:
       return
     with open(self.path, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in self.rows)
-    # tensorboardX is a declared dependency (brax needs it too).
-    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-    self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
+    self.tb = _summary_writer()(os.path.join(run_dir, "tb"))
 
   def write(self, row: dict) -> None:
     self.rows.append(row)

@@ -162,11 +162,18 @@ def test_import_loads_no_simulator_checkpointing_or_plotting():
   import sys  # pylint: disable=import-outside-toplevel
   heavy = ("brax", "mujoco", "mujoco_playground", "orbax", "tensorstore", "matplotlib",
            "torch")
-  script = ("import sys, qsm_jax\n"
+  script = ("import importlib.util, sys, tempfile, qsm_jax\n"
             f"print(','.join(m for m in {heavy!r} if m in sys.modules))\n"
-            "print(qsm_jax.qsm_update.__name__, qsm_jax.TrainConfig().env)")
+            "print(qsm_jax.qsm_update.__name__, qsm_jax.TrainConfig().env)\n"
+            # A run's TensorBoard writer: tensorboardX without torch, and torch intact.
+            "from qsm_jax.metrics import MetricsWriter\n"
+            "MetricsWriter(tempfile.mkdtemp(), None).close()\n"
+            "print('torch' in sys.modules, 'tensorboardX' in sys.modules)\n"
+            "if importlib.util.find_spec('torch'):\n"
+            "  import torch; assert torch.zeros(2).sum() == 0\n")
   result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=300, check=True)
-  loaded, names = result.stdout.splitlines()[-2:]
+  loaded, names, run_imports = result.stdout.splitlines()[-3:]
   assert loaded == "", f"import qsm_jax loaded {loaded}"
   assert names == "qsm_update inverted_pendulum"
+  assert run_imports == "False True"  # tensorboardX would import torch (2-4 s) if installed
