@@ -25,7 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY_FLAGS = ["--env=inverted_pendulum", "--num_envs=4", "--num_eval_envs=4",
               "--warmup_steps=40", "--batch_size=16", "--buffer_size=400", "--log_every=40",
               "--eval_every=80", "--episode_length=50", "--actor_hidden=16,16",
-              "--critic_hidden=16,16", "--time_hidden=8,8"]
+              "--critic_hidden=16,16", "--time_hidden=8,8", "--fourier_size=8"]
 
 
 def run_script(*args, timeout=600, **kwargs):

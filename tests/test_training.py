@@ -219,20 +219,21 @@ def test_resume_of_a_run_saved_before_a_config_field_existed(tmp_path):
 
 
 def test_a_rerun_of_the_same_settings_reuses_the_traced_programs(monkeypatch):
-  """runner._programs: the same settings (total_steps aside) give the same jitted
-  functions, so a resume or a second train() in the process does not trace again; any
-  other setting, or another make_trainer, builds its own."""
+  """runner._programs: the same settings (total_steps, eval_every and seed aside) give
+  the same jitted functions, so a resume or a second train() in the process does not
+  trace again; any other setting, or another make_trainer, builds its own."""
   from qsm_jax import runner  # pylint: disable=import-outside-toplevel
   from qsm_jax.parallel import DeviceLayout  # pylint: disable=import-outside-toplevel
   layout = DeviceLayout.create(1)
   first = runner._programs(TINY_LOOP, layout)
-  assert runner._programs(dataclasses.replace(TINY_LOOP, total_steps=400), layout) is first
+  assert runner._programs(dataclasses.replace(TINY_LOOP, total_steps=400, eval_every=80,
+                                              seed=3), layout) is first
   wider = runner._programs(dataclasses.replace(
       TINY_LOOP, qsm=dataclasses.replace(TINY_LOOP.qsm, actor_hidden=(32, 32))), layout)
   assert wider.chunk is not first.chunk
   monkeypatch.setattr(runner, "make_trainer", lambda *args: make_trainer(*args))
   assert runner._programs(TINY_LOOP, layout).chunk is not first.chunk
   for i in range(8):  # the oldest are dropped past 8
-    runner._programs(dataclasses.replace(TINY_LOOP, seed=100 + i), layout)
+    runner._programs(dataclasses.replace(TINY_LOOP, batch_size=17 + i), layout)
   monkeypatch.undo()
   assert runner._programs(TINY_LOOP, layout) is not first
