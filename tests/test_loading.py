@@ -210,41 +210,6 @@ def test_load_errors_say_what_is_wrong(tiny_run, tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_evaluate_script_reports_and_writes_json(tiny_run):
-  run_dir, _ = tiny_run
-  result = run_experiment("evaluate.py", f"--run_dir={run_dir}", "--episodes=6", "--seed=3")
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "checkpoint at env step 200 | 6 episodes x 2 agent(s)" in result.stdout
-  report = json.loads((run_dir / "eval_step200_seed3.json").read_text())
-  assert report["env"] == "inverted_pendulum" and report["episodes"] == 6
-  assert [a["agent"] for a in report["agents"]] == [0, 1]
-  returns = [r for a in report["agents"] for r in a["returns"]]
-  lengths = [l for a in report["agents"] for l in a["lengths"]]
-  assert len(returns) == 12 and all(1 <= l <= 50 for l in lengths)
-  # inverted_pendulum pays 1 per step alive: every return equals its episode length.
-  np.testing.assert_allclose(returns, lengths, atol=1e-4)
-  assert report["return_min"] <= report["return_mean"] <= report["return_max"]
-  assert report["return_mean"] == pytest.approx(np.mean(returns), abs=1e-4)
-  assert f"{report['agents'][1]['return_mean']:.2f}" in result.stdout  # the printed table
-
-
-def test_render_script_writes_the_rollout_as_brax_html(tiny_run, tmp_path):
-  run_dir, _ = tiny_run
-  out = tmp_path / "view" / "rollout.html"
-  result = run_experiment("render.py", f"--run_dir={run_dir}", f"--out={out}", "--agent=1")
-  assert result.returncode == 0, result.stderr[-3000:]
-  steps = int(re.search(r"\| (\d+) steps, return", result.stdout).group(1))
-  page = out.read_text()
-  encoded = re.search(r'var system = "([A-Za-z0-9+/=]+)"', page).group(1)
-  system = json.loads(zlib.decompress(base64.b64decode(encoded)))
-  frames = system["states"]["x"]
-  assert len(frames) == steps + 1 >= 2  # initial state + one per step
-  positions = np.array([f["pos"] for f in frames])
-  assert positions.shape[1:] == (2, 3)  # inverted_pendulum: cart and pole
-  assert np.abs(positions[-1] - positions[0]).max() > 1e-3  # the agent moved
-  assert (tmp_path / "view" / "rollout_trajectory.png").stat().st_size > 10_000
-
-
 BAD_INPUT = {  # command: (arguments after --run_dir, the start of its one error line)
     "evaluate": [
         (["--env=ant"], "error: the policy was trained on inverted_pendulum (obs 4, act 1) "
@@ -260,21 +225,65 @@ BAD_INPUT = {  # command: (arguments after --run_dir, the start of its one error
 }
 
 
-@pytest.mark.parametrize("command", sorted(BAD_INPUT))
-def test_bad_input_is_one_error_line(tiny_run, command):
-  """Each case runs the command's main in-process, all of one command's cases in one
-  process (tests/cli_cases.py); the scripts' own exit path, a real process, is tested
-  below and by the successful runs above."""
+@pytest.fixture(scope="module")
+def command_outcomes(tiny_run, tmp_path_factory):
+  """evaluate.py's and render.py's mains run in-process on the tiny run: one helper
+  process per command (tests/cli_cases.py) runs its successful case, then its bad-input
+  cases (BAD_INPUT). Per command: its outcomes (exit code, stdout, stderr) in that order.
+  The scripts' own exit path, a real process each, is tested below."""
   run_dir, _ = tiny_run
-  cases = BAD_INPUT[command]
-  result = subprocess.run(
-      [sys.executable, str(ROOT / "tests" / "cli_cases.py"), f"qsm_jax.cli.{command}",
-       json.dumps([[f"--run_dir={run_dir}", *args] for args, _ in cases])],
-      capture_output=True, text=True, timeout=600, cwd=ROOT)
-  assert result.returncode == 0, result.stderr[-3000:]
-  outcomes = json.loads(result.stdout.strip().splitlines()[-1])
-  assert len(outcomes) == len(cases)
-  for (args, message), outcome in zip(cases, outcomes):
+  good = {"evaluate": ["--episodes=6", "--seed=3"],
+          "render": [f"--out={tmp_path_factory.mktemp('view') / 'rollout.html'}", "--agent=1"]}
+  outcomes = {}
+  for command, cases in BAD_INPUT.items():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "cli_cases.py"), f"qsm_jax.cli.{command}",
+         json.dumps([[f"--run_dir={run_dir}", *args]
+                     for args in [good[command], *(args for args, _ in cases)]])],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcomes[command] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(outcomes[command]) == 1 + len(cases)
+  outcomes["render_out"] = pathlib.Path(good["render"][0].split("=", 1)[1])
+  return outcomes
+
+
+def test_evaluate_script_reports_and_writes_json(tiny_run, command_outcomes):
+  run_dir, _ = tiny_run
+  result = command_outcomes["evaluate"][0]
+  assert result["code"] == 0, result["stderr"][-3000:]
+  assert "checkpoint at env step 200 | 6 episodes x 2 agent(s)" in result["stdout"]
+  report = json.loads((run_dir / "eval_step200_seed3.json").read_text())
+  assert report["env"] == "inverted_pendulum" and report["episodes"] == 6
+  assert [a["agent"] for a in report["agents"]] == [0, 1]
+  returns = [r for a in report["agents"] for r in a["returns"]]
+  lengths = [l for a in report["agents"] for l in a["lengths"]]
+  assert len(returns) == 12 and all(1 <= l <= 50 for l in lengths)
+  # inverted_pendulum pays 1 per step alive: every return equals its episode length.
+  np.testing.assert_allclose(returns, lengths, atol=1e-4)
+  assert report["return_min"] <= report["return_mean"] <= report["return_max"]
+  assert report["return_mean"] == pytest.approx(np.mean(returns), abs=1e-4)
+  assert f"{report['agents'][1]['return_mean']:.2f}" in result["stdout"]  # the printed table
+
+
+def test_render_script_writes_the_rollout_as_brax_html(command_outcomes):
+  result, out = command_outcomes["render"][0], command_outcomes["render_out"]
+  assert result["code"] == 0, result["stderr"][-3000:]
+  steps = int(re.search(r"\| (\d+) steps, return", result["stdout"]).group(1))
+  page = out.read_text()
+  encoded = re.search(r'var system = "([A-Za-z0-9+/=]+)"', page).group(1)
+  system = json.loads(zlib.decompress(base64.b64decode(encoded)))
+  frames = system["states"]["x"]
+  assert len(frames) == steps + 1 >= 2  # initial state + one per step
+  positions = np.array([f["pos"] for f in frames])
+  assert positions.shape[1:] == (2, 3)  # inverted_pendulum: cart and pole
+  assert np.abs(positions[-1] - positions[0]).max() > 1e-3  # the agent moved
+  assert (out.parent / "rollout_trajectory.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("command", sorted(BAD_INPUT))
+def test_bad_input_is_one_error_line(command_outcomes, command):
+  for (args, message), outcome in zip(BAD_INPUT[command], command_outcomes[command][1:]):
     assert outcome["code"] == 1, (args, outcome)
     assert "Traceback" not in outcome["stderr"], (args, outcome["stderr"][-2000:])
     errors = [l for l in outcome["stderr"].splitlines() if l.startswith("error:")]
