@@ -1,8 +1,10 @@
-"""The benchmarks' --quick modes run end to end and print their side-by-side tables.
+"""The benchmarks' --quick modes run end to end and print their side-by-side tables
+(in-process; profile_update.py as a script of its own).
 
 Only the tables' rows and the JSON's shape are checked, never timings (those go in
 benchmarks/RESULTS.md).
 """
+import importlib
 import json
 import pathlib
 import subprocess
@@ -16,17 +18,17 @@ pytest.importorskip("gymnasium")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def run_quick(script, tmp_path):
+def run_quick(script, tmp_path, capsys):
+  """The benchmark's main with --quick, in this process (its imports are the suite's):
+  what it printed and the JSON it wrote."""
+  sys.path.insert(0, str(ROOT / "benchmarks"))
   out = tmp_path / "results.json"
-  proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick",
-                         "--json", str(out)], cwd=tmp_path, capture_output=True, text=True,
-                        timeout=900, check=False)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  return proc.stdout, json.loads(out.read_text())
+  importlib.import_module(script).main(["--quick", "--json", str(out)])
+  return capsys.readouterr().out, json.loads(out.read_text())
 
 
-def test_bench_update_quick(tmp_path):
-  stdout, results = run_quick("bench_update.py", tmp_path)
+def test_bench_update_quick(tmp_path, capsys):
+  stdout, results = run_quick("bench_update", tmp_path, capsys)
   assert "machine: " in stdout and "fp32 matmul peak" in stdout
   for impl in ("jax_jit", "jax_scan4", "torch_eager"):
     assert f"| small | 256 | {impl} |" in stdout, impl
@@ -37,8 +39,8 @@ def test_bench_update_quick(tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_train_quick(tmp_path):
-  stdout, results = run_quick("bench_train.py", tmp_path)
+def test_bench_train_quick(tmp_path, capsys):
+  stdout, results = run_quick("bench_train", tmp_path, capsys)
   for impl in ("qsm_jax+brax", "torch_eager+gymnasium"):
     assert f"| small | 4 | {impl} |" in stdout, impl
   rows = {r["impl"]: r for r in results["rows"]}
