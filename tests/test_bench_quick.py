@@ -16,12 +16,12 @@ pytest.importorskip("torch")
 pytest.importorskip("gymnasium")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks' modules, imported below
 
 
 def run_quick(script, tmp_path, capsys):
   """The benchmark's main with --quick, in this process (its imports are the suite's):
   what it printed and the JSON it wrote."""
-  sys.path.insert(0, str(ROOT / "benchmarks"))
   out = tmp_path / "results.json"
   importlib.import_module(script).main(["--quick", "--json", str(out)])
   return capsys.readouterr().out, json.loads(out.read_text())
@@ -57,7 +57,6 @@ def test_flop_count_matches_xla_cost_analysis():
   XLA counts a while loop's body once (the T-step sampler as one step) and adds the
   elementwise work, so it may exceed the matmul count by a few percent, never fall short.
   """
-  sys.path.insert(0, str(ROOT / "benchmarks"))
   import jax  # pylint: disable=import-outside-toplevel
   import qsm_jax as q  # pylint: disable=import-outside-toplevel
   from bench_update import ACT_DIM, OBS_DIM, SIZES, random_batch, update_flops, xla_flops  # pylint: disable=import-outside-toplevel

@@ -232,9 +232,10 @@ def command_outcomes(tiny_run, tmp_path_factory):
   cases (BAD_INPUT). Per command: its outcomes (exit code, stdout, stderr) in that order.
   The scripts' own exit path, a real process each, is tested below."""
   run_dir, _ = tiny_run
+  render_out = tmp_path_factory.mktemp("view") / "rollout.html"
   good = {"evaluate": ["--episodes=6", "--seed=3"],
-          "render": [f"--out={tmp_path_factory.mktemp('view') / 'rollout.html'}", "--agent=1"]}
-  outcomes = {}
+          "render": [f"--out={render_out}", "--agent=1"]}
+  outcomes = {"render_out": render_out}
   for command, cases in BAD_INPUT.items():
     result = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "cli_cases.py"), f"qsm_jax.cli.{command}",
@@ -244,7 +245,6 @@ def command_outcomes(tiny_run, tmp_path_factory):
     assert result.returncode == 0, result.stderr[-3000:]
     outcomes[command] = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(outcomes[command]) == 1 + len(cases)
-  outcomes["render_out"] = pathlib.Path(good["render"][0].split("=", 1)[1])
   return outcomes
 
 
