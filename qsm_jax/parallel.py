@@ -148,16 +148,20 @@ class DeviceLayout:
         sharding, x, (self.num_devices, *np.shape(x)[1:])), self.host(tree))
 
   def checkpoint_template(self, tree) -> Any:
-    """Mapped state -> abstract global arrays for ``Checkpointer.restore``."""
+    """Mapped state -> the template ``Checkpointer.restore`` fills: abstract global arrays
+    sharded over the devices, or on one device host arrays (zeros: pages never touched)."""
     if not self.parallel:
-      return tree
+      return jax.tree.map(lambda x: np.zeros(np.shape(x), x.dtype), tree)
     sharding = self._sharding()
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
         (self.num_devices, *np.shape(x)[1:]), x.dtype, sharding=sharding), tree)
 
   def from_checkpoint(self, tree) -> Any:
-    """Restored global arrays -> this process's rows, ready for the mapped functions."""
-    return self.host(tree) if self.parallel else tree
+    """Restored arrays -> this process's rows, ready for the mapped functions. On one
+    device they go to the default device uncommitted, as a fresh state's are: the
+    programs already traced and lowered for a fresh state take them as they are (a
+    committed array is another signature, which lowers every program again)."""
+    return self.host(tree) if self.parallel else jax.device_put(tree)
 
   def assert_replicas_identical(self, agent) -> None:
     """Data-parallel invariant: every device of every process holds the same agent."""

@@ -193,7 +193,8 @@ def _run_until(args, stop, deadline_s=300):
 def test_killed_run_resumes_twice_to_the_same_parameters_keeping_its_options(tmp_path, capsys):
   """Killed, resumed with only --resume (which keeps the saved --checkpoint_every=40),
   killed again while that resumed run writes a checkpoint, resumed again with an
-  override: bit-identical to the uninterrupted run, metrics without gap or duplicate.
+  override (in this process, lowering no program again): bit-identical to the
+  uninterrupted run, metrics without gap or duplicate.
   The two killed sessions are processes of their own; the reference run and the last
   session run in this process (run.py's main). The reference saves only its final state,
   so the comparison also shows that saving checkpoints leaves training untouched."""
@@ -224,9 +225,22 @@ def test_killed_run_resumes_twice_to_the_same_parameters_keeping_its_options(tmp
   assert later[:2] == [first_kill + 40, first_kill + 80], sorted(seen)
   assert all(s % 40 == 0 and s < 440 for s in later)
 
-  # Generation 3: an override is honoured and said in one line.
+  # Generation 3: an override is honoured and said in one line. In this process, which
+  # ran the reference, the resume lowers no program again (the restored state has a
+  # fresh state's signature: uncommitted arrays on the default device).
   capsys.readouterr()
-  assert run_in_process(f"--resume={killed}", "--max_to_keep=20") == 0
+  lowered = []
+
+  def listen(event, duration_s, fun_name=None, **_):
+    del duration_s
+    if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+      lowered.append(fun_name)
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    assert run_in_process(f"--resume={killed}", "--max_to_keep=20") == 0
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  assert lowered == [], lowered
   stdout = capsys.readouterr().out
   assert "resume: --max_to_keep=20 overrides the run's saved 2" in stdout
   assert "resumed from" in stdout
