@@ -55,10 +55,16 @@ ROOT = HERE.parent
 from test_run_script import TINY_FLAGS, run_in_process  # pylint: disable=wrong-import-position
 
 
-def run_on_devices(n, *args):
+def run_on_devices(n, *cases):
+  """run.py's main on ``n`` local devices (XLA_FLAGS), in one helper process
+  (tests/cli_cases.py), for each argument list in turn: their outcomes (exit code,
+  stdout, stderr)."""
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
-  return subprocess.run([sys.executable, str(ROOT / "experiments" / "run.py"), *args], env=env,
-                        capture_output=True, text=True, timeout=900, cwd=ROOT)
+  result = subprocess.run([sys.executable, str(HERE / "cli_cases.py"), "qsm_jax.cli.train",
+                           json.dumps([list(args) for args in cases])],
+                          env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def free_port():
@@ -71,8 +77,8 @@ def free_port():
 def test_two_devices_and_two_processes_train_the_same_run_which_resumes(tmp_path, capsys):
   """One run three ways: 2 local devices (XLA_FLAGS) and 2 processes x 1 device
   (jax.distributed on localhost, gloo CPU collectives) train the same agent; the
-  2-device checkpoint loads in this 1-device process, is refused on a device count it
-  was not written for, and resumes on 2.
+  2-device run resumes on 2, and its checkpoint loads in this 1-device process and is
+  refused on a device count it was not written for.
 
   On the spring backend: Brax's generalized backend builds arrays on jax.devices()[0]
   (mjx.make_data, its system), which other processes cannot address (README, devices)."""
@@ -86,14 +92,20 @@ def test_two_devices_and_two_processes_train_the_same_run_which_resumes(tmp_path
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
            for i in range(2)]
 
-  bad = run_on_devices(2, "--num_envs=5", f"--run_dir={tmp_path / 'bad'}")
-  assert bad.returncode == 1
-  assert "error: --num_envs (5) must be divisible by the number of devices (2)" in bad.stderr
-  assert not (tmp_path / "bad").exists()  # refused before writing anything
+  # On 2 local devices, in one process: bad input, the run, and its resume.
   run = tmp_path / "two_devices"
-  local = run_on_devices(2, *flags, f"--run_dir={run}")
-  assert local.returncode == 0, local.stderr[-3000:]
-  assert "2 x cpu device(s)" in local.stdout
+  bad, local, resumed = run_on_devices(
+      2, ["--num_envs=5", f"--run_dir={tmp_path / 'bad'}"], [*flags, f"--run_dir={run}"],
+      [f"--resume={run}", "--total_steps=160"])
+  assert bad["code"] == 1
+  assert "error: --num_envs (5) must be divisible by the number of devices (2)" in bad["stderr"]
+  assert not (tmp_path / "bad").exists()  # refused before writing anything
+  assert local["code"] == 0, local["stderr"][-3000:]
+  assert "2 x cpu device(s)" in local["stdout"]
+  assert resumed["code"] == 0, resumed["stderr"][-3000:]
+  assert "resumed from" in resumed["stdout"] and "at env step 120" in resumed["stdout"]
+  rows = (run / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(r)["env_steps"] for r in rows] == [80, 120, 160]
 
   outs = [p.communicate(timeout=900) for p in procs]
   for p, (_, err) in zip(procs, outs):
@@ -120,19 +132,14 @@ def test_two_devices_and_two_processes_train_the_same_run_which_resumes(tmp_path
   # The 2-device run's arrays and policy load in this 1-device process.
   kernel = single["agent"]["actor_params"]["params"]["MLP_1"]["Dense_0"]["kernel"]
   assert kernel.shape[:2] == (2, 1)  # (devices, seeds, ...)
-  policy = load_policy(str(run))
+  policy = load_policy(str(run), step=120)
   np.testing.assert_array_equal(
       np.asarray(policy.agent.actor_params["params"]["MLP_1"]["Dense_0"]["kernel"]), kernel[1, 0])
   actions = np.asarray(policy(np.zeros((3, 4), np.float32), jax.random.PRNGKey(0)))
   assert actions.shape == (3, 1) and np.all(np.abs(actions) <= 1)
   # Resuming it on this process's one device is refused, and leaves its options alone.
   capsys.readouterr()
-  assert run_in_process(f"--resume={run}", "--total_steps=160") == 1
+  assert run_in_process(f"--resume={run}", "--total_steps=200") == 1
   assert "written by a run on 2 device(s); resume it with --num_devices=2" in (
       capsys.readouterr().err)
   assert json.loads((run / "run_options.json").read_text())["num_devices"] is None
-  resumed = run_on_devices(2, f"--resume={run}", "--total_steps=160")
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "resumed from" in resumed.stdout and "at env step 120" in resumed.stdout
-  rows = (run / "metrics.jsonl").read_text().splitlines()
-  assert [json.loads(r)["env_steps"] for r in rows] == [80, 120, 160]
