@@ -233,9 +233,11 @@ def _programs(cfg: TrainConfig, layout: DeviceLayout) -> _Programs:
   another run of the same settings in this process (a resume, a notebook's second run)
   reuses the traced and compiled programs instead of tracing them again. The settings
   the programs do not read are not part of the key (total_steps, eval_every and seed
-  only set how many chunks run, when to evaluate and the keys passed in);
-  make_trainer is (a replaced one builds its own)."""
-  key = (make_trainer, dataclasses.replace(cfg, total_steps=0, eval_every=0, seed=0), layout)
+  only set how many chunks run, when to evaluate and the keys passed in; hparams are
+  arrays passed to init, so a run with other values reuses the programs); make_trainer
+  is (a replaced one builds its own)."""
+  key = (make_trainer, dataclasses.replace(cfg, total_steps=0, eval_every=0, seed=0,
+                                           hparams=type(cfg.hparams)()), layout)
   if key not in _PROGRAMS:
     trainer = make_trainer(cfg, layout.num_devices, layout.axis_name)
     _PROGRAMS[key] = _Programs(trainer=trainer, init=layout.map(trainer.init),

@@ -146,6 +146,7 @@ def test_script_smoke_bad_flag_in_a_subprocess():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("tiny_run")  # shares test_loading's 2-seed programs (one worker)
 def test_run_writes_every_artifact_and_rejects_mismatched_resume(tmp_path, capsys):
   run_dir = tmp_path / "run"
   assert run_in_process(*TINY_FLAGS, "--total_steps=200", "--num_seeds=2",
@@ -190,6 +191,7 @@ def _run_until(args, stop, deadline_s=300):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("tiny_loop")  # one worker traces TINY_LOOP's 1-seed programs once
 def test_killed_run_resumes_twice_to_the_same_parameters_keeping_its_options(tmp_path, capsys):
   """Killed, resumed with only --resume (which keeps the saved --checkpoint_every=40),
   killed again while that resumed run writes a checkpoint, resumed again with an
@@ -260,6 +262,7 @@ def test_killed_run_resumes_twice_to_the_same_parameters_keeping_its_options(tmp
   assert json.loads((killed / "run_options.json").read_text())["max_to_keep"] == 20
 
 
+@pytest.mark.xdist_group("tiny_loop")
 def test_leftover_partial_checkpoint_does_not_hide_the_last_good_one(tmp_path):
   cfg = TINY_LOOP
   result = train(cfg, RunOptions(run_dir=str(tmp_path / "run"), write_plot=False),

@@ -182,9 +182,11 @@ def test_config_json_round_trip_and_foreign_config():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("tiny_run")  # the plain run reuses test_loading's 2-seed programs
 def test_sweep_agent_is_the_run_with_that_value(tmp_path):
   """A 2-value x 2-seed sweep is one program of 4 agents; agent (M_q=5, seed #1) is the
-  same agent as seed #1 of a plain 2-seed run with M_q=5."""
+  same agent as seed #1 of a plain 2-seed run with M_q=5 (whose programs, when another
+  2-seed run of these settings traced them before, were traced for M_q=1)."""
   from qsm_jax.runner import RunOptions, train  # pylint: disable=import-outside-toplevel
   quiet = dict(log=lambda s: None)
   opts = lambda name: RunOptions(run_dir=str(tmp_path / name), checkpoint_every=0,
@@ -219,15 +221,17 @@ def test_resume_of_a_run_saved_before_a_config_field_existed(tmp_path):
 
 
 def test_a_rerun_of_the_same_settings_reuses_the_traced_programs(monkeypatch):
-  """runner._programs: the same settings (total_steps, eval_every and seed aside) give
-  the same jitted functions, so a resume or a second train() in the process does not
-  trace again; any other setting, or another make_trainer, builds its own."""
+  """runner._programs: the same settings (total_steps, eval_every, seed and the numeric
+  hyperparameters aside) give the same jitted functions, so a resume or a second
+  train() in the process does not trace again; any other setting, or another
+  make_trainer, builds its own."""
   from qsm_jax import runner  # pylint: disable=import-outside-toplevel
   from qsm_jax.parallel import DeviceLayout  # pylint: disable=import-outside-toplevel
   layout = DeviceLayout.create(1)
   first = runner._programs(TINY_LOOP, layout)
   assert runner._programs(dataclasses.replace(TINY_LOOP, total_steps=400, eval_every=80,
-                                              seed=3), layout) is first
+                                              seed=3, hparams=QSMHyperparams(M_q=5.0)),
+                          layout) is first
   wider = runner._programs(dataclasses.replace(
       TINY_LOOP, qsm=dataclasses.replace(TINY_LOOP.qsm, actor_hidden=(32, 32))), layout)
   assert wider.chunk is not first.chunk
