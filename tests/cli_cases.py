@@ -12,6 +12,8 @@ import contextlib
 import importlib
 import json
 import os
+import pathlib
+import subprocess
 import sys
 import tempfile
 
@@ -49,6 +51,19 @@ def run_main(module, *args) -> int:
     except SystemExit as e:
       return e.code
   return 0
+
+
+def run_cases_in_a_process(module_name: str, cases, env=None, timeout=900) -> list:
+  """Starts this helper for ``module_name``'s main on each argument list in ``cases``
+  (one process, ``env`` its environment); returns their outcomes (code, stdout, stderr)."""
+  root = pathlib.Path(__file__).resolve().parents[1]
+  result = subprocess.run([sys.executable, __file__, module_name,
+                           json.dumps([list(args) for args in cases])],
+                          env=env, capture_output=True, text=True, timeout=timeout, cwd=root)
+  assert result.returncode == 0, result.stderr[-3000:]
+  outcomes = json.loads(result.stdout.strip().splitlines()[-1])
+  assert len(outcomes) == len(cases)
+  return outcomes
 
 
 def main():

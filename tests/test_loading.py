@@ -18,6 +18,7 @@ from qsm_jax.checkpoint import Checkpointer
 from qsm_jax.loading import CheckpointError
 from qsm_jax.policy import sample_actions
 from qsm_jax.runner import RunOptions, train
+from cli_cases import run_cases_in_a_process
 from test_training import TINY_LOOP
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -237,14 +238,9 @@ def command_outcomes(tiny_run, tmp_path_factory):
           "render": [f"--out={render_out}", "--agent=1"]}
   outcomes = {"render_out": render_out}
   for command, cases in BAD_INPUT.items():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "cli_cases.py"), f"qsm_jax.cli.{command}",
-         json.dumps([[f"--run_dir={run_dir}", *args]
-                     for args in [good[command], *(args for args, _ in cases)]])],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    outcomes[command] = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(outcomes[command]) == 1 + len(cases)
+    outcomes[command] = run_cases_in_a_process(
+        f"qsm_jax.cli.{command}", [[f"--run_dir={run_dir}", *args]
+                                   for args in [good[command], *(args for args, _ in cases)]])
   return outcomes
 
 

@@ -52,19 +52,15 @@ def test_update_split_over_4_devices_equals_one_device_with_whole_batch():
 
 
 ROOT = HERE.parent
+from cli_cases import run_cases_in_a_process  # pylint: disable=wrong-import-position
 from test_run_script import TINY_FLAGS, run_in_process  # pylint: disable=wrong-import-position
 
 
 def run_on_devices(n, *cases):
   """run.py's main on ``n`` local devices (XLA_FLAGS), in one helper process
-  (tests/cli_cases.py), for each argument list in turn: their outcomes (exit code,
-  stdout, stderr)."""
+  (tests/cli_cases.py), for each argument list in turn: their outcomes."""
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
-  result = subprocess.run([sys.executable, str(HERE / "cli_cases.py"), "qsm_jax.cli.train",
-                           json.dumps([list(args) for args in cases])],
-                          env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return json.loads(result.stdout.strip().splitlines()[-1])
+  return run_cases_in_a_process("qsm_jax.cli.train", cases, env=env)
 
 
 def free_port():
