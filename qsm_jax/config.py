@@ -63,6 +63,11 @@ class QSMConfig:
     clip_denoised: sample through the predicted clean action, clipped to [-1, 1]
       (x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), then the DDPM posterior mean);
       without the clip this is the same step as the paper's sampler.
+    score_sigma_weight: multiply the Q-score target by sigma_t = sqrt(1 - abar_t) of the
+      noised replay action's step, so the noise model's implied score -eps / sigma_t is
+      M_q grad_a Q (scaled as score_scale says) at every noise level and the sampler's
+      last, low-noise steps move a sample by less; off: the paper's target, the same at
+      every step.
     critic_reward_norm: 'none' (the paper's critic: the rewards as given), 'running'
       (the critic learns from rewards divided by a moving average of the batch mean |r|,
       so the whole update is free of the reward's scale; Q is then in those units) or
@@ -77,6 +82,10 @@ class QSMConfig:
       min Q); 1: one draw, the paper's policy.
     act_best_of: the same for acting in training (before the exploration noise); 1: one
       draw, the paper's.
+    eval_temperature: the sampler's noise scale for the noise-free policy (evaluation,
+      ``load_policy``); None: the training temperature (hparams.temperature), the paper's.
+      0 is the deterministic sampler, which with score_sigma_weight climbs to the
+      policy's mode without overshooting.
   """
   T: int = 5
   beta_schedule: str = "vp"
@@ -94,9 +103,11 @@ class QSMConfig:
   score_norm_rate: float = 0.005
   score_critic: str = "online"
   clip_denoised: bool = False
+  score_sigma_weight: bool = False
   critic_reward_norm: str = "none"
   eval_best_of: int = 1
   act_best_of: int = 1
+  eval_temperature: Optional[float] = None
 
   def __post_init__(self):
     if not isinstance(self.T, int) or self.T < 1:
@@ -120,6 +131,12 @@ class QSMConfig:
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if self.eval_temperature is not None and not (
+        isinstance(self.eval_temperature, numbers.Real)
+        and not isinstance(self.eval_temperature, bool)
+        and math.isfinite(self.eval_temperature) and self.eval_temperature >= 0):
+      raise ValueError("eval_temperature must be None or a finite number >= 0, got "
+                       f"{self.eval_temperature!r}")
     if not isinstance(self.num_critics, int) or self.num_critics < 1:
       raise ValueError(f"num_critics must be a positive int, got {self.num_critics!r}")
     for name in ("actor_hidden", "time_hidden", "critic_hidden"):
@@ -375,21 +392,33 @@ class TrainConfig:
 ADDED_FIELDS = ("fresh_resets", "algo", "sweep_name", "sweep_values", "qsm.adam_b1", "qsm.adam_b2",
                 "qsm.score_scale", "qsm.score_norm_rate", "qsm.score_critic",
                 "qsm.clip_denoised", "qsm.critic_layer_norm", "qsm.critic_reward_norm",
-                "qsm.eval_best_of", "qsm.act_best_of")
+                "qsm.eval_best_of", "qsm.act_best_of", "qsm.score_sigma_weight",
+                "qsm.eval_temperature")
 
 # Top-level fields whose value for a saved config without them differs from the default
 # of new runs: what the runs saved before them did.
 SAVED_BEFORE_ADDED = {"fresh_resets": False}
 
 
-def _type_error(default: Any, value: Any) -> Optional[str]:
+def is_optional_number(field: dataclasses.Field) -> bool:
+  """Whether a config field defaulting to None holds a number when set (its flag is a
+  float flag, its saved value a number or null)."""
+  return field.default is None and str(field.type) == "Optional[float]"
+
+
+def _type_error(default: Any, value: Any, optional_number: bool = False) -> Optional[str]:
   """What is wrong with ``value`` for a field whose default is ``default`` (None: ok).
 
   The defaults give the schema: int -> an integer, float -> a finite number, bool ->
-  true/false, str -> a string, None -> null or a string, tuple -> a list of numbers.
+  true/false, str -> a string, None -> null or a string (null or a finite number if
+  ``optional_number``), tuple -> a list of numbers.
   """
   is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
   is_number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+  if optional_number:
+    if value is None:
+      return None
+    return _type_error(0.0, value)
   if isinstance(default, bool):
     return None if isinstance(value, bool) else "must be true or false"
   if isinstance(default, int):
@@ -411,7 +440,7 @@ def _type_error(default: Any, value: Any) -> Optional[str]:
 
 def check_saved_config(d: Any, source: str = "saved config") -> None:
   """Raises ValueError (one line, naming the field) unless ``d`` is a saved TrainConfig."""
-  def check(d, defaults, prefix):
+  def check(d, defaults, prefix, optional_numbers=()):
     if not isinstance(d, dict):
       what = "the config" if not prefix else f"field '{prefix[:-1]}'"
       raise ValueError(f"{source}: {what} must be a JSON object, got {type(d).__name__}")
@@ -426,10 +455,11 @@ def check_saved_config(d: Any, source: str = "saved config") -> None:
         raise ValueError(f"{source}: missing field '{prefix}{name}' (not a qsm_jax run's "
                          "config?)")
       if name in ("qsm", "hparams"):
-        check(d[name], {f.name: getattr(default, f.name)
-                        for f in dataclasses.fields(default)}, f"{name}.")
+        fields = dataclasses.fields(default)
+        check(d[name], {f.name: getattr(default, f.name) for f in fields}, f"{name}.",
+              [f.name for f in fields if is_optional_number(f)])
         continue
-      problem = _type_error(default, d[name])
+      problem = _type_error(default, d[name], name in optional_numbers)
       if problem:
         raise ValueError(f"{source}: field '{prefix}{name}' {problem}, got {d[name]!r}")
 

@@ -39,6 +39,16 @@ def best_by_q(state: QSMState, obs: jax.Array, candidates: jax.Array) -> jax.Arr
   return jnp.take_along_axis(candidates, best[None, :, None], axis=0)[0]
 
 
+def policy_temperature(state: QSMState, explore: bool, temperature: Optional[float] = None):
+  """The sampler's noise scale: ``temperature`` if given, else the config's
+  ``eval_temperature`` for the noise-free policy (when set), else the training one."""
+  if temperature is not None:
+    return temperature
+  if not explore and state.config.eval_temperature is not None:
+    return state.config.eval_temperature
+  return state.hparams.temperature
+
+
 @functools.partial(jax.jit, static_argnames=("explore", "best_of"))
 def sample_actions(state: QSMState, obs: jax.Array, key: jax.Array, explore: bool = False,
                    temperature: Optional[float] = None, best_of: Optional[int] = None
@@ -50,8 +60,9 @@ def sample_actions(state: QSMState, obs: jax.Array, key: jax.Array, explore: boo
     obs: (B, obs_dim) observations.
     key: PRNG key.
     explore: add N(0, exploration_noise^2) and clip (static: True/False compile apart).
-    temperature: sampler noise scale; None uses ``state.hparams.temperature``
-      (0 gives the deterministic, noise-free sampler).
+    temperature: sampler noise scale; None uses ``state.config.eval_temperature``
+      without exploration when it is set, else ``state.hparams.temperature`` (0 gives the
+      deterministic, noise-free sampler).
     best_of: draw this many sampler outputs per observation and keep the one the
       critics value most (static). None: ``state.config.eval_best_of`` without
       exploration (evaluation, ``load_policy``), ``state.config.act_best_of`` with it
@@ -62,7 +73,7 @@ def sample_actions(state: QSMState, obs: jax.Array, key: jax.Array, explore: boo
   """
   chex.assert_rank(obs, 2)
   chex.assert_axis_dimension(obs, 1, state.obs_dim)
-  temp = state.hparams.temperature if temperature is None else temperature
+  temp = policy_temperature(state, explore, temperature)
   n = best_of
   if n is None:
     n = state.config.act_best_of if explore else state.config.eval_best_of

@@ -115,7 +115,8 @@ def qsm_update(state: QSMState, batch: Batch, key: jax.Array,
       critic_params, state.target_critic_params, hp.tau)
 
   # 5-7. Actor step: regress eps_theta onto -M_q * grad_a Q at the noised replay action
-  # (divided by the size of grad_a Q unless score_scale is 'fixed').
+  # (divided by the size of grad_a Q unless score_scale is 'fixed'; times sigma_t with
+  # score_sigma_weight).
   batch_size = batch.obs.shape[0]
   t = randint(t_key, (batch_size,), 0, cfg.T)
   eps = normal(eps_key, batch.action.shape)
@@ -124,6 +125,9 @@ def qsm_update(state: QSMState, batch: Batch, key: jax.Array,
   grad_q = losses.q_action_gradient(state.critic, score_params, batch.obs, noisy_action)
   score_scale, score_norm = q_score_scale(cfg, state.score_norm, state.step, grad_q, pmean)
   score_target = -hp.M_q * grad_q / score_scale
+  if cfg.score_sigma_weight:  # the implied score -eps / sigma_t is then M_q grad_a Q
+    sigma = jnp.sqrt(1.0 - jnp.asarray(schedule.alpha_bars))[t][:, None]
+    score_target = sigma * score_target
   (actor_loss, eps_pred), actor_grads = jax.value_and_grad(losses.actor_loss, has_aux=True)(
       state.actor_params, state.noise_model, batch.obs, noisy_action, t, score_target)
   actor_grads = pmean(actor_grads)

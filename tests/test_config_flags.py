@@ -33,11 +33,11 @@ def test_every_config_field_is_a_flag_with_help():
 
 def test_given_flags_become_a_nested_override_and_nothing_else():
   fv, defined = parsed(["--M_q=3", "--actor_hidden=8,4", "--num_envs=2", "--score_scale=batch",
-                        "--noclip_sampler", "--backend=spring"])
+                        "--noclip_sampler", "--backend=spring", "--eval_temperature=0"])
   override = config_flags.given_override(defined, fv)
   assert override == {"num_envs": 2, "backend": "spring",
                       "qsm": {"actor_hidden": (8, 4), "score_scale": "batch",
-                              "clip_sampler": False},
+                              "clip_sampler": False, "eval_temperature": 0.0},
                       "hparams": {"M_q": 3.0}}
   cfg = preset_config("inverted_pendulum", override)
   assert (cfg.num_envs, cfg.qsm.actor_hidden, cfg.hparams.M_q) == (2, (8, 4), 3.0)
@@ -52,6 +52,8 @@ def test_bad_values_are_refused():
     parsed(["--score_scale=huge"])
   with pytest.raises(flags.IllegalFlagValueError):
     parsed(["--num_envs=2.5"])
+  with pytest.raises(flags.IllegalFlagValueError):  # an optional number: a float flag
+    parsed(["--eval_temperature=low"])
 
 
 def test_a_script_takes_a_subset():

@@ -67,6 +67,24 @@ def test_qsm_update_metrics_by_hand():
   np.testing.assert_allclose(new_state.actor_params["params"]["b"], [-3e-4, -3e-4], rtol=1e-3)
 
 
+@pytest.mark.parametrize("sigma_weight", [False, True])
+def test_sigma_weighted_target_by_hand(sigma_weight):
+  # One linear-schedule step: beta = 1e-4, so sigma = sqrt(1 - abar) = 0.01 (to float32
+  # rounding of 1 - (1 - 1e-4): 1e-4 relative).
+  cfg = dataclasses.replace(TINY, T=1, beta_schedule="linear", score_sigma_weight=sigma_weight)
+  hp = q.QSMHyperparams(M_q=2.0, critic_lr=0.0)
+  state = q.init_state(jax.random.PRNGKey(0), 1, 2, config=cfg, hparams=hp,
+                       noise_model=ConstantNoise(2), critic=LinearCritic(2))
+  state = state.replace(critic_params=W, target_critic_params=W)
+  batch = q.Batch(obs=OBS, action=jnp.array([[0.0, 1.0], [1.0, 0.0]]),
+                  reward=jnp.array([2.0, 1.0]), next_obs=OBS, mask=jnp.zeros(2))
+  _, m = q.qsm_update(state, batch, jax.random.PRNGKey(1))
+  sigma = 0.01 if sigma_weight else 1.0  # off: the paper's target at every step
+  # The target of the test above, -2 (2, 0.5), times sigma.
+  assert float(m["score_target_norm"]) == pytest.approx(sigma * np.sqrt(17.0), rel=1e-4)
+  assert float(m["actor_loss"]) == pytest.approx(sigma**2 * 8.5, rel=1e-3)
+
+
 def test_no_gradient_crosses_between_actor_and_critic():
   state = q.init_state(jax.random.PRNGKey(0), 3, 2, config=TINY)
   b = random_batch(jax.random.PRNGKey(1), 8, 3, 2)

@@ -50,7 +50,8 @@ def define_policy_flags(flags) -> None:
   flags.DEFINE_integer("episode_length", None, "Episode time limit (default: the run's).")
   flags.DEFINE_bool("explore", False, "Add the run's exploration noise to the actions.")
   flags.DEFINE_float("temperature", None, "QSM runs: sampler noise scale (default: the "
-                     "run's; 0: deterministic sampler).")
+                     "run's eval_temperature, else its temperature; 0: deterministic "
+                     "sampler).")
   flags.DEFINE_integer("best_of", None, "QSM runs: noise-free actions are the best, by the "
                        "critics' Q, of this many sampler draws (default: the run's "
                        "eval_best_of; 1: one draw, the paper's policy).")

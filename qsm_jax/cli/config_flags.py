@@ -17,7 +17,7 @@ from typing import Iterable, Optional
 
 from qsm_jax.algorithms import ALGORITHMS
 from qsm_jax.config import (CRITIC_REWARD_NORMS, SCORE_CRITICS, SCORE_SCALES, QSMConfig,
-                            QSMHyperparams, TrainConfig)
+                            QSMHyperparams, TrainConfig, is_optional_number)
 from qsm_jax.diffusion import BETA_SCHEDULES
 
 # Fields that are not flags of their own: the env (each script declares it with its own
@@ -38,6 +38,7 @@ class ConfigFlag:
   group: Optional[str]
   default: object
   help: str
+  optional_number: bool = False  # default None, a number when set: a float flag
 
 
 def attribute_docs(cls) -> dict[str, str]:
@@ -76,7 +77,8 @@ def config_flags() -> list[ConfigFlag]:
       if not text:
         raise AssertionError(f"{cls.__name__}.{field.name} has no entry in the docstring's "
                              "Attributes section (its flag's help comes from there)")
-      out.append(ConfigFlag(field.name, group, getattr(defaults, field.name), text))
+      out.append(ConfigFlag(field.name, group, getattr(defaults, field.name), text,
+                            is_optional_number(field)))
   return out
 
 
@@ -106,7 +108,7 @@ def define_config_flags(names: Optional[Iterable[str]] = None, exclude: Iterable
       flags.DEFINE_bool(**kwargs)
     elif isinstance(default, int):
       flags.DEFINE_integer(**kwargs)
-    elif isinstance(default, float):
+    elif isinstance(default, float) or spec.optional_number:
       flags.DEFINE_float(**kwargs)
     elif isinstance(default, tuple):
       flags.DEFINE_list(**kwargs)

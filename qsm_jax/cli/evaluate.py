@@ -31,6 +31,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=import-outside-toplevel
   from qsm_jax.evaluation import episode_stats, make_policy_rollout  # pylint: disable=import-outside-toplevel
+  from qsm_jax.policy import policy_temperature  # pylint: disable=import-outside-toplevel
   if FLAGS.episodes < 1:
     fail(f"--episodes must be a positive integer, got {FLAGS.episodes}")
   run, indices, agents, (env, env_name, backend, episode_length) = load_for_rollouts(
@@ -40,8 +41,7 @@ def main(argv):
   temperature = None
   acting = "exploring" if FLAGS.explore else "no exploration"
   if cfg.algo == "qsm":
-    temperature = (float(agents[0].hparams.temperature) if FLAGS.temperature is None
-                   else FLAGS.temperature)
+    temperature = float(policy_temperature(agents[0], FLAGS.explore, FLAGS.temperature))
     acting = f"sampler temperature {temperature:g}, " + acting
     if agents[0].config.eval_best_of > 1 and not FLAGS.explore:
       acting = f"best of {agents[0].config.eval_best_of} draws by Q, " + acting
