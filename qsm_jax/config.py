@@ -123,7 +123,8 @@ class QSMConfig:
                        f"{CRITIC_REWARD_NORMS}")
     if not (isinstance(self.score_norm_rate, numbers.Real) and 0 < self.score_norm_rate <= 1):
       raise ValueError(f"score_norm_rate must be in (0, 1], got {self.score_norm_rate!r}")
-    for name in ("adam_b1", "adam_b2", "adam_eps"):
+    optional = ("eval_temperature",) if self.eval_temperature is not None else ()
+    for name in ("adam_b1", "adam_b2", "adam_eps") + optional:
       value = getattr(self, name)
       if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -131,12 +132,6 @@ class QSMConfig:
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if self.eval_temperature is not None and not (
-        isinstance(self.eval_temperature, numbers.Real)
-        and not isinstance(self.eval_temperature, bool)
-        and math.isfinite(self.eval_temperature) and self.eval_temperature >= 0):
-      raise ValueError("eval_temperature must be None or a finite number >= 0, got "
-                       f"{self.eval_temperature!r}")
     if not isinstance(self.num_critics, int) or self.num_critics < 1:
       raise ValueError(f"num_critics must be a positive int, got {self.num_critics!r}")
     for name in ("actor_hidden", "time_hidden", "critic_hidden"):

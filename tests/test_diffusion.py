@@ -185,7 +185,7 @@ def test_eval_temperature_sets_the_noise_free_policys_sampler_only():
   # Unset (the paper's): evaluation samples at the training temperature.
   plain = state.replace(config=TINY)
   np.testing.assert_allclose(q.sample_actions(plain, obs, key), training, atol=1e-6)
-  with pytest.raises(ValueError, match="eval_temperature must be None or a finite number"):
+  with pytest.raises(ValueError, match="eval_temperature must be a finite number >= 0"):
     dataclasses.replace(TINY, eval_temperature=-0.5)
 
 
