@@ -86,6 +86,10 @@ class QSMConfig:
       ``load_policy``); None: the training temperature (hparams.temperature), the paper's.
       0 is the deterministic sampler, which with score_sigma_weight climbs to the
       policy's mode without overshooting.
+    target_temperature: the sampler's noise scale for the next action a' of the critic's
+      target; None: the training temperature, the paper's (the critic then values the
+      exploring sampler). Lower values make the critic value a greedier policy than the
+      one that acts.
   """
   T: int = 5
   beta_schedule: str = "vp"
@@ -108,6 +112,7 @@ class QSMConfig:
   eval_best_of: int = 1
   act_best_of: int = 1
   eval_temperature: Optional[float] = None
+  target_temperature: Optional[float] = None
 
   def __post_init__(self):
     if not isinstance(self.T, int) or self.T < 1:
@@ -123,7 +128,8 @@ class QSMConfig:
                        f"{CRITIC_REWARD_NORMS}")
     if not (isinstance(self.score_norm_rate, numbers.Real) and 0 < self.score_norm_rate <= 1):
       raise ValueError(f"score_norm_rate must be in (0, 1], got {self.score_norm_rate!r}")
-    optional = ("eval_temperature",) if self.eval_temperature is not None else ()
+    optional = tuple(name for name in ("eval_temperature", "target_temperature")
+                     if getattr(self, name) is not None)
     for name in ("adam_b1", "adam_b2", "adam_eps") + optional:
       value = getattr(self, name)
       if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
@@ -388,7 +394,7 @@ ADDED_FIELDS = ("fresh_resets", "algo", "sweep_name", "sweep_values", "qsm.adam_
                 "qsm.score_scale", "qsm.score_norm_rate", "qsm.score_critic",
                 "qsm.clip_denoised", "qsm.critic_layer_norm", "qsm.critic_reward_norm",
                 "qsm.eval_best_of", "qsm.act_best_of", "qsm.score_sigma_weight",
-                "qsm.eval_temperature")
+                "qsm.eval_temperature", "qsm.target_temperature")
 
 # Top-level fields whose value for a saved config without them differs from the default
 # of new runs: what the runs saved before them did.

@@ -91,7 +91,7 @@ PAPER_FORM = {
     "qsm": {"score_scale": "fixed", "score_critic": "online", "clip_denoised": False,
             "score_sigma_weight": False,
             "critic_reward_norm": "none", "eval_best_of": 1, "act_best_of": 1,
-            "eval_temperature": None},
+            "eval_temperature": None, "target_temperature": None},
     "hparams": {"M_q": 50.0},
 }
 # QSM variants that compare.py can run beside 'qsm' (its --algos names).

@@ -98,8 +98,10 @@ def qsm_update(state: QSMState, batch: Batch, key: jax.Array,
   # that is above 1).
   reward_divisor, reward_norm = critic_reward_divisor(cfg, state.reward_norm, state.step,
                                                       batch.reward, pmean)
+  target_temperature = (hp.temperature if cfg.target_temperature is None
+                        else cfg.target_temperature)
   next_action = sample_from_params(state, state.actor_params, batch.next_obs, next_key,
-                                   hp.temperature, normal=normal)
+                                   target_temperature, normal=normal)
   next_action = jnp.clip(
       next_action + hp.target_noise * normal(target_noise_key, next_action.shape), -1.0, 1.0)
   target = losses.critic_target(state.critic, state.target_critic_params,

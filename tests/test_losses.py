@@ -85,6 +85,32 @@ def test_sigma_weighted_target_by_hand(sigma_weight):
   assert float(m["actor_loss"]) == pytest.approx(sigma**2 * 8.5, rel=1e-3)
 
 
+def test_target_temperature_sets_the_critic_targets_sampler_only():
+  """target_temperature replaces the training temperature in the sampler of a' (T=2: the
+  last step adds sqrt(beta) x temperature x z) and nowhere else: acting keeps it."""
+  def target_and_action(temperature, target_temperature):
+    cfg = dataclasses.replace(TINY, T=2, beta_schedule="linear",
+                              target_temperature=target_temperature)
+    hp = q.QSMHyperparams(critic_lr=0.0, temperature=temperature)
+    state = q.init_state(jax.random.PRNGKey(0), 1, 2, config=cfg, hparams=hp,
+                         noise_model=ConstantNoise(2), critic=LinearCritic(2))
+    state = state.replace(critic_params=W, target_critic_params=W)
+    batch = q.Batch(obs=OBS, action=jnp.zeros((2, 2)), reward=jnp.zeros(2), next_obs=OBS,
+                    mask=jnp.ones(2))
+    _, m = q.qsm_update(state, batch, jax.random.PRNGKey(1))
+    action = q.sample_actions(state, OBS, jax.random.PRNGKey(2), explore=True)
+    return float(m["target_q_mean"]), np.asarray(action)
+
+  greedy_target, acting = target_and_action(1.0, 0.0)
+  zero_everywhere, _ = target_and_action(0.0, None)
+  papers, papers_acting = target_and_action(1.0, None)
+  assert greedy_target == pytest.approx(zero_everywhere, abs=1e-6)  # a' as at temperature 0
+  assert abs(greedy_target - papers) > 1e-3  # the control: the paper's a' is noisier
+  np.testing.assert_array_equal(acting, papers_acting)  # acting keeps temperature 1
+  with pytest.raises(ValueError, match="target_temperature must be a finite number >= 0"):
+    dataclasses.replace(TINY, target_temperature=float("nan"))
+
+
 def test_no_gradient_crosses_between_actor_and_critic():
   state = q.init_state(jax.random.PRNGKey(0), 3, 2, config=TINY)
   b = random_batch(jax.random.PRNGKey(1), 8, 3, 2)
