@@ -293,11 +293,13 @@ def test_qsm_paper_is_qsm_in_the_papers_form():
   cfg = preset_config("inverted_pendulum")
   assert cfg.qsm.score_scale == "running" and cfg.hparams.M_q == 1.0
   assert cfg.qsm.critic_reward_norm == "shrink" and cfg.qsm.eval_best_of == 10
+  assert cfg.qsm.target_temperature == 0.0
   paper = compare.algo_config(cfg, "qsm_paper")
   assert paper.algo == "qsm" and paper.qsm.score_scale == "fixed" and paper.hparams.M_q == 50.0
   assert not paper.qsm.clip_denoised and paper.qsm.score_critic == "online"
   assert paper.qsm.critic_reward_norm == "none"
   assert paper.qsm.eval_best_of == paper.qsm.act_best_of == 1
+  assert paper.qsm.target_temperature is None and paper.qsm.eval_temperature is None
   # Everything else is the comparison's: sizes, budget, seeds.
   assert (paper.qsm.actor_hidden, paper.total_steps, paper.num_envs) == (
       cfg.qsm.actor_hidden, cfg.total_steps, cfg.num_envs)

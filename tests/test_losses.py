@@ -106,6 +106,9 @@ def test_target_temperature_sets_the_critic_targets_sampler_only():
   papers, papers_acting = target_and_action(1.0, None)
   assert greedy_target == pytest.approx(zero_everywhere, abs=1e-6)  # a' as at temperature 0
   assert abs(greedy_target - papers) > 1e-3  # the control: the paper's a' is noisier
+  # Equal to the training temperature it is the paper's update (how RESULTS.md reruns
+  # the runs made before the presets set 0).
+  assert target_and_action(1.0, 1.0)[0] == papers
   np.testing.assert_array_equal(acting, papers_acting)  # acting keeps temperature 1
   with pytest.raises(ValueError, match="target_temperature must be a finite number >= 0"):
     dataclasses.replace(TINY, target_temperature=float("nan"))
