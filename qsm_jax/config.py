@@ -132,7 +132,8 @@ class QSMConfig:
                      if getattr(self, name) is not None)
     for name in ("adam_b1", "adam_b2", "adam_eps") + optional:
       value = getattr(self, name)
-      if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
+      if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+          or not (math.isfinite(value) and value >= 0)):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     for name in ("eval_best_of", "act_best_of"):
       value = getattr(self, name)

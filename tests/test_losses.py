@@ -110,8 +110,9 @@ def test_target_temperature_sets_the_critic_targets_sampler_only():
   # the runs made before the presets set 0).
   assert target_and_action(1.0, 1.0)[0] == papers
   np.testing.assert_array_equal(acting, papers_acting)  # acting keeps temperature 1
-  with pytest.raises(ValueError, match="target_temperature must be a finite number >= 0"):
-    dataclasses.replace(TINY, target_temperature=float("nan"))
+  for bad in (float("nan"), -1.0, True):  # a bool is no temperature (it was eval_temperature's)
+    with pytest.raises(ValueError, match="target_temperature must be a finite number >= 0"):
+      dataclasses.replace(TINY, target_temperature=bad)
 
 
 def test_no_gradient_crosses_between_actor_and_critic():
