@@ -44,6 +44,25 @@ def test_given_flags_become_a_nested_override_and_nothing_else():
   assert cfg.total_steps == preset_config("inverted_pendulum").total_steps  # the preset's
 
 
+def test_an_optional_number_can_be_set_back_to_none_over_a_preset():
+  """The Brax presets set target_temperature to 0; 'none' gives the paper's None again
+  (any case), a number stays a number, and a flag not given leaves the preset's value."""
+  assert preset_config("hopper").qsm.target_temperature == 0.0
+  for text in ("none", "None", "NONE"):
+    fv, defined = parsed([f"--target_temperature={text}", "--eval_temperature=0.5"])
+    override = config_flags.given_override(defined, fv)
+    assert override["qsm"] == {"target_temperature": None, "eval_temperature": 0.5}
+    assert preset_config("hopper", override).qsm.target_temperature is None
+  fv, defined = parsed([])
+  assert preset_config("hopper", config_flags.given_override(defined, fv)
+                       ).qsm.target_temperature == 0.0
+  assert "'none'" in fv["target_temperature"].help
+  with pytest.raises(flags.IllegalFlagValueError):
+    parsed(["--target_temperature=nothing"])
+  with pytest.raises(flags.IllegalFlagValueError):  # only the optional numbers take it
+    parsed(["--M_q=none"])
+
+
 def test_bad_values_are_refused():
   fv, defined = parsed(["--critic_hidden=64,x"])
   with pytest.raises(ValueError, match="--critic_hidden must be comma-separated integers"):

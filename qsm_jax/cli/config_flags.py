@@ -6,7 +6,9 @@ docstring's ``Attributes`` section, its default None: a flag overrides the env's
 (or a resumed run's config) only when it is given. ``run.py``, ``compare.py`` and
 ``brax_sac.py`` each pick the fields they take (``define_config_flags``) and read them
 back as a preset-style override (``given_override``), so a new config field is a new
-flag of every script without touching them.
+flag of every script without touching them. A field that defaults to None and holds a
+number when set (``eval_temperature``, ``target_temperature``) takes ``none`` as well, so
+a preset's number can be set back to None on the command line.
 """
 from __future__ import annotations
 
@@ -108,13 +110,34 @@ def define_config_flags(names: Optional[Iterable[str]] = None, exclude: Iterable
       flags.DEFINE_bool(**kwargs)
     elif isinstance(default, int):
       flags.DEFINE_integer(**kwargs)
-    elif isinstance(default, float) or spec.optional_number:
+    elif spec.optional_number:
+      kwargs["help"] += " ['none': None, over a preset's value]"
+      flags.DEFINE(_optional_float_parser(), serializer=flags.ArgumentSerializer(), **kwargs)
+    elif isinstance(default, float):
       flags.DEFINE_float(**kwargs)
     elif isinstance(default, tuple):
       flags.DEFINE_list(**kwargs)
     else:  # str, or None (backend)
       flags.DEFINE_string(**kwargs)
   return tuple(chosen)
+
+
+def _optional_float_parser():
+  """absl's float parser that also takes 'none' (any case), parsed as None."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+
+  class _Parser(flags.FloatParser):
+    syntactic_help = "a number, or 'none'"
+
+    def parse(self, argument):
+      if isinstance(argument, str) and argument.strip().lower() == "none":
+        return None
+      return super().parse(argument)
+
+    def flag_type(self):
+      return "float or none"
+
+  return _Parser()
 
 
 def _show(value) -> str:
@@ -142,7 +165,7 @@ def given_override(names: Iterable[str], flag_values=None) -> dict:
   override = {"qsm": {}, "hparams": {}}
   for name in names:
     flag = flag_values[name]
-    if not flag.present or flag.value is None:
+    if not flag.present:  # given as 'none', an optional number's value is None
       continue
     value = flag_value(name, flag.value)
     if groups[name] is None:
