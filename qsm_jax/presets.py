@@ -91,16 +91,21 @@ def preset(env: str) -> dict:
 
 # The paper's form of QSM (QSM_SPEC): regress onto -M_q grad_a Q with the authors' M_q 50,
 # grad_a Q from the critics just updated, the critic on the rewards as given, the plain
-# DDPM sampler, one draw per action. `run.py --paper` and
+# 5-step vp DDPM sampler, one draw per action. `run.py --paper` and
 # compare.py's `qsm_paper` apply it on top of an env's preset (so sizes, budget and seeds
-# stay those of the comparison).
+# stay those of the comparison). It names every QSMConfig field but the network sizes
+# (QSMConfig's defaults are the paper's; tests/test_compare.py checks that none is left out).
 PAPER_FORM = {
-    "qsm": {"score_scale": "fixed", "score_critic": "online", "clip_denoised": False,
-            "score_sigma_weight": False,
+    "qsm": {"T": 5, "beta_schedule": "vp", "clip_sampler": True, "num_critics": 2,
+            "critic_layer_norm": False, "adam_b1": 0.9, "adam_b2": 0.999, "adam_eps": 1e-8,
+            "score_scale": "fixed", "score_norm_rate": 0.005, "score_critic": "online",
+            "clip_denoised": False, "score_sigma_weight": False,
             "critic_reward_norm": "none", "eval_best_of": 1, "act_best_of": 1,
             "eval_temperature": None, "target_temperature": None},
     "hparams": {"M_q": 50.0},
 }
+# QSMConfig's network sizes, which the paper's form leaves to the preset.
+NETWORK_SIZES = ("actor_hidden", "time_hidden", "fourier_size", "critic_hidden")
 # QSM variants that compare.py can run beside 'qsm' (its --algos names).
 QSM_VARIANTS = {"qsm_paper": PAPER_FORM}
 

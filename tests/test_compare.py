@@ -304,3 +304,29 @@ def test_qsm_paper_is_qsm_in_the_papers_form():
   assert (paper.qsm.actor_hidden, paper.total_steps, paper.num_envs) == (
       cfg.qsm.actor_hidden, cfg.total_steps, cfg.num_envs)
   assert compare.parse_algos("qsm,qsm_paper,sac") == ["qsm", "qsm_paper", "sac"]
+
+
+def test_the_papers_form_resets_every_algorithm_field_of_qsm():
+  """From a config with every QSM option moved off the paper's value (the knobs the
+  project measured: T 20 cosine, a LayerNorm critic, ...), the paper's form gives
+  QSMConfig's defaults (the paper's) in every field but the network sizes."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from qsm_jax.config import QSMConfig  # pylint: disable=import-outside-toplevel
+  from qsm_jax.presets import NETWORK_SIZES, PAPER_FORM  # pylint: disable=import-outside-toplevel
+  paper_fields = set(PAPER_FORM["qsm"])
+  algorithm_fields = {f.name for f in dataclasses.fields(QSMConfig)} - set(NETWORK_SIZES)
+  assert paper_fields == algorithm_fields  # a new QSMConfig field must be named here
+  moved = dict(T=20, beta_schedule="cosine", clip_sampler=False, num_critics=3,
+               critic_layer_norm=True, adam_b1=0.5, adam_b2=0.9, adam_eps=1e-5,
+               score_scale="batch", score_norm_rate=0.1, score_critic="target",
+               clip_denoised=True, score_sigma_weight=True, critic_reward_norm="running",
+               eval_best_of=4, act_best_of=2, eval_temperature=0.0, target_temperature=0.0,
+               actor_hidden=(8, 8))
+  assert set(moved) - {"actor_hidden"} == algorithm_fields
+  cfg = preset_config("hopper", {"qsm": moved})
+  paper = compare.algo_config(cfg, "qsm_paper").qsm
+  defaults = QSMConfig()
+  for name in algorithm_fields:
+    assert getattr(paper, name) == getattr(defaults, name), name
+    assert getattr(cfg.qsm, name) != getattr(defaults, name), name  # the control
+  assert paper.actor_hidden == (8, 8)  # the comparison's size
