@@ -6,7 +6,10 @@ A preset holds TrainConfig fields plus nested "qsm" (QSMConfig) and "hparams"
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Optional
+
+from qsm_jax.config import QSMConfig, TrainConfig
 
 # The authors' settings (shared/QSM_SPEC.md): 512-wide networks, M_q 50, batch 256,
 # 1e4 warm-up steps, one update per env step, 1e6 env steps.
@@ -91,21 +94,16 @@ def preset(env: str) -> dict:
 
 # The paper's form of QSM (QSM_SPEC): regress onto -M_q grad_a Q with the authors' M_q 50,
 # grad_a Q from the critics just updated, the critic on the rewards as given, the plain
-# 5-step vp DDPM sampler, one draw per action. `run.py --paper` and
-# compare.py's `qsm_paper` apply it on top of an env's preset (so sizes, budget and seeds
-# stay those of the comparison). It names every QSMConfig field but the network sizes
-# (QSMConfig's defaults are the paper's; tests/test_compare.py checks that none is left out).
+# 5-step vp DDPM sampler, one draw per action: QSMConfig's defaults, which are the paper's.
+# `run.py --paper` and compare.py's `qsm_paper` apply it on top of an env's preset, every
+# QSMConfig field but the network sizes (so sizes, budget and seeds stay those of the
+# comparison, and a knob a run or a resumed config moved comes back to the paper's value).
+NETWORK_SIZES = ("actor_hidden", "time_hidden", "fourier_size", "critic_hidden")
 PAPER_FORM = {
-    "qsm": {"T": 5, "beta_schedule": "vp", "clip_sampler": True, "num_critics": 2,
-            "critic_layer_norm": False, "adam_b1": 0.9, "adam_b2": 0.999, "adam_eps": 1e-8,
-            "score_scale": "fixed", "score_norm_rate": 0.005, "score_critic": "online",
-            "clip_denoised": False, "score_sigma_weight": False,
-            "critic_reward_norm": "none", "eval_best_of": 1, "act_best_of": 1,
-            "eval_temperature": None, "target_temperature": None},
+    "qsm": {f.name: f.default for f in dataclasses.fields(QSMConfig)
+            if f.name not in NETWORK_SIZES},
     "hparams": {"M_q": 50.0},
 }
-# QSMConfig's network sizes, which the paper's form leaves to the preset.
-NETWORK_SIZES = ("actor_hidden", "time_hidden", "fourier_size", "critic_hidden")
 # QSM variants that compare.py can run beside 'qsm' (its --algos names).
 QSM_VARIANTS = {"qsm_paper": PAPER_FORM}
 
@@ -123,13 +121,11 @@ def apply_override(settings: dict, override: dict) -> dict:
 def preset_config(env: str, override: Optional[dict] = None):
   """The TrainConfig of ``env``'s preset with a preset-style ``override`` applied (the
   scripts' given flags: ``qsm_jax.cli.config_flags.given_override``)."""
-  from qsm_jax.config import TrainConfig  # pylint: disable=import-outside-toplevel
   settings = apply_override({**preset(env), "env": env}, override or {})
   return TrainConfig.from_dict(settings)
 
 
 def apply_variant(cfg, variant: str):
   """TrainConfig ``cfg`` as the QSM variant ``variant`` (a key of QSM_VARIANTS)."""
-  from qsm_jax.config import TrainConfig  # pylint: disable=import-outside-toplevel
   settings = apply_override({**cfg.to_dict(), "algo": "qsm"}, QSM_VARIANTS[variant])
   return TrainConfig.from_dict(settings)

@@ -315,7 +315,7 @@ def test_the_papers_form_resets_every_algorithm_field_of_qsm():
   from qsm_jax.presets import NETWORK_SIZES, PAPER_FORM  # pylint: disable=import-outside-toplevel
   paper_fields = set(PAPER_FORM["qsm"])
   algorithm_fields = {f.name for f in dataclasses.fields(QSMConfig)} - set(NETWORK_SIZES)
-  assert paper_fields == algorithm_fields  # a new QSMConfig field must be named here
+  assert paper_fields == algorithm_fields  # derived from QSMConfig's fields
   moved = dict(T=20, beta_schedule="cosine", clip_sampler=False, num_critics=3,
                critic_layer_norm=True, adam_b1=0.5, adam_b2=0.9, adam_eps=1e-5,
                score_scale="batch", score_norm_rate=0.1, score_critic="target",

@@ -17,6 +17,8 @@ import inspect
 import re
 from typing import Iterable, Optional
 
+from absl import flags
+
 from qsm_jax.algorithms import ALGORITHMS
 from qsm_jax.config import (CRITIC_REWARD_NORMS, SCORE_CRITICS, SCORE_SCALES, QSMConfig,
                             QSMHyperparams, TrainConfig, is_optional_number)
@@ -90,7 +92,6 @@ def define_config_flags(names: Optional[Iterable[str]] = None, exclude: Iterable
 
   Every default is None (the preset's value); the help ends with the field's default.
   """
-  from absl import flags  # pylint: disable=import-outside-toplevel
   flag_values = flag_values if flag_values is not None else flags.FLAGS
   specs = {f.name: f for f in config_flags()}
   chosen = list(specs) if names is None else list(names)
@@ -112,7 +113,7 @@ def define_config_flags(names: Optional[Iterable[str]] = None, exclude: Iterable
       flags.DEFINE_integer(**kwargs)
     elif spec.optional_number:
       kwargs["help"] += " ['none': None, over a preset's value]"
-      flags.DEFINE(_optional_float_parser(), serializer=flags.ArgumentSerializer(), **kwargs)
+      flags.DEFINE(_OptionalFloatParser(), serializer=flags.ArgumentSerializer(), **kwargs)
     elif isinstance(default, float):
       flags.DEFINE_float(**kwargs)
     elif isinstance(default, tuple):
@@ -122,22 +123,17 @@ def define_config_flags(names: Optional[Iterable[str]] = None, exclude: Iterable
   return tuple(chosen)
 
 
-def _optional_float_parser():
+class _OptionalFloatParser(flags.FloatParser):
   """absl's float parser that also takes 'none' (any case), parsed as None."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
+  syntactic_help = "a number, or 'none'"
 
-  class _Parser(flags.FloatParser):
-    syntactic_help = "a number, or 'none'"
+  def parse(self, argument):
+    if isinstance(argument, str) and argument.strip().lower() == "none":
+      return None
+    return super().parse(argument)
 
-    def parse(self, argument):
-      if isinstance(argument, str) and argument.strip().lower() == "none":
-        return None
-      return super().parse(argument)
-
-    def flag_type(self):
-      return "float or none"
-
-  return _Parser()
+  def flag_type(self):
+    return "float or none"
 
 
 def _show(value) -> str:
@@ -159,7 +155,6 @@ def given_override(names: Iterable[str], flag_values=None) -> dict:
   """The given flags among ``names`` as a preset-style override
   ({loop fields..., "qsm": {...}, "hparams": {...}}, for ``presets.apply_override``).
   ValueError for a malformed list of widths."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
   flag_values = flag_values if flag_values is not None else flags.FLAGS
   groups = {f.name: f.group for f in config_flags()}
   override = {"qsm": {}, "hparams": {}}
