@@ -3,11 +3,11 @@
 A 1-D quadratic critic Q(a) = -k/2 (a - a*)^2. The target is -M_q grad_a Q / s, with s the
 mean |grad_a Q| over noised replay actions (score_scale 'running', the presets') or s = 1
 ('fixed', the paper's). The replay holds the policy's own draws plus the exploration
-noise N(0, 0.1^2), iterated 8 times to a fixed point (the running scale follows the
+noise N(0, 0.1^2), iterated 8 times toward a fixed point (the running scale follows the
 policy's own spread). Prints, over 8,000 draws, the mean draw against a*, its std, and the
 share within 0.01 of a bound.
 
-  python experiments/results/fresh_resets/sampler_probe/sampler_probe.py   # about 3 min on 2 cores
+  python experiments/results/fresh_resets/sampler_probe/sampler_probe.py   # about 2 min on 2 cores
 """
 import jax
 import jax.numpy as jnp
@@ -39,11 +39,13 @@ def main():
     name = "running (scale-free)" if scale_free else "fixed (the paper's)"
     cells = [draws(5, "vp", 1.0, k, 0.3, 1.0, scale_free) for k in (1, 10, 100)]
     print(f"  {name:<21} " + " | ".join(cells))
-  print("2. The mode the deterministic sampler finds (temperature 0, running target), a* = 0.3 / 0.7")
-  for T, beta in ((5, "vp"), (10, "vp"), (20, "cosine")):
-    for M_q in (1.0, 2.0, 4.0):
-      cells = [draws(T, beta, M_q, 1.0, a_star, 0.0) for a_star in (0.3, 0.7)]
-      print(f"  T={T:<2} {beta:<6} M_q {M_q:<3} " + " | ".join(cells), flush=True)
+  for temperature, what in ((0.0, "the mode the deterministic sampler finds"),
+                            (1.0, "the draws at temperature 1, the exploring policy's width")):
+    print(f"{2 if temperature == 0 else 3}. {what} (running target), a* = 0.3 / 0.7")
+    for T, beta in ((5, "vp"), (10, "vp"), (20, "cosine")):
+      for M_q in (1.0, 2.0, 3.0, 4.0):
+        cells = [draws(T, beta, M_q, 1.0, a_star, temperature) for a_star in (0.3, 0.7)]
+        print(f"  T={T:<2} {beta:<6} M_q {M_q:<3} " + " | ".join(cells), flush=True)
 
 
 if __name__ == "__main__":
