@@ -19,11 +19,12 @@ import orbax.checkpoint as ocp
 # A reader refuses checkpoints newer than the version it knows.
 # 2: QSMState gained score_norm (the running |grad_a Q| of score_scale='running').
 # 3: QSMState gained reward_norm (the running |r| of critic_reward_norm 'running' and 'shrink').
-FORMAT_VERSION = 3
+# 4: QSMState gained log_m_q_gain (the spread controller's factor on M_q).
+FORMAT_VERSION = 4
 # State leaves added in a format after 2, as (format, attribute path); each starts at 0.
 # A checkpoint of an older format restores without them and sets them to 0: what the
 # runs that wrote it had, since they did not have the option.
-ADDED_LEAVES = ((3, ("agent", "reward_norm")),)
+ADDED_LEAVES = ((3, ("agent", "reward_norm")), (4, ("agent", "log_m_q_gain")))
 
 
 class IncompatibleCheckpoint(ValueError):

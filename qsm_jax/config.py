@@ -90,6 +90,20 @@ class QSMConfig:
       target; None: the training temperature, the paper's (the critic then values the
       exploring sampler). Lower values make the critic value a greedier policy than the
       one that acts.
+    spread_target: adapt M_q online so the exploring policy keeps this width, as SAC's
+      temperature is tuned toward a target entropy: each update measures the spread, the
+      mean |a - a_0| over the batch's next observations and action dims between a
+      sampler draw at the training temperature and the deterministic draw (temperature
+      0) from the same start, and moves log M_q by spread_rate x (log spread - log
+      spread_target): a policy wider than the target gets a larger M_q. The factor is
+      QSMState.log_m_q_gain (within 1/1000 to 1000 x hparams.M_q). Costs one extra
+      sampler pass per update (two if target_temperature is neither 0 nor None). Meant
+      for samplers whose spread falls as M_q grows: 10 or 20 cosine steps, or
+      score_sigma_weight (the 5- and 10-step vp samplers' spread rises again at M_q 2-4
+      before their draws pile on the bounds). Past a sampler's window the draws pile on
+      the bounds, the spread falls to about 0 and M_q is lowered again. None: M_q is
+      fixed, the paper's.
+    spread_rate: the controller's step on log M_q per update per unit of log error.
   """
   T: int = 5
   beta_schedule: str = "vp"
@@ -113,6 +127,8 @@ class QSMConfig:
   act_best_of: int = 1
   eval_temperature: Optional[float] = None
   target_temperature: Optional[float] = None
+  spread_target: Optional[float] = None
+  spread_rate: float = 1e-3
 
   def __post_init__(self):
     if not isinstance(self.T, int) or self.T < 1:
@@ -128,6 +144,13 @@ class QSMConfig:
                        f"{CRITIC_REWARD_NORMS}")
     if not (isinstance(self.score_norm_rate, numbers.Real) and 0 < self.score_norm_rate <= 1):
       raise ValueError(f"score_norm_rate must be in (0, 1], got {self.score_norm_rate!r}")
+    if self.spread_target is not None and (
+        isinstance(self.spread_target, bool) or not isinstance(self.spread_target, numbers.Real)
+        or not (math.isfinite(self.spread_target) and 0 < self.spread_target < 2)):
+      raise ValueError(f"spread_target must be a number in (0, 2) (a distance between actions "
+                       f"in [-1, 1]), got {self.spread_target!r}")
+    if not (isinstance(self.spread_rate, numbers.Real) and 0 < self.spread_rate <= 1):
+      raise ValueError(f"spread_rate must be in (0, 1], got {self.spread_rate!r}")
     optional = tuple(name for name in ("eval_temperature", "target_temperature")
                      if getattr(self, name) is not None)
     for name in ("adam_b1", "adam_b2", "adam_eps") + optional:
@@ -395,7 +418,8 @@ ADDED_FIELDS = ("fresh_resets", "algo", "sweep_name", "sweep_values", "qsm.adam_
                 "qsm.score_scale", "qsm.score_norm_rate", "qsm.score_critic",
                 "qsm.clip_denoised", "qsm.critic_layer_norm", "qsm.critic_reward_norm",
                 "qsm.eval_best_of", "qsm.act_best_of", "qsm.score_sigma_weight",
-                "qsm.eval_temperature", "qsm.target_temperature")
+                "qsm.eval_temperature", "qsm.target_temperature", "qsm.spread_target",
+                "qsm.spread_rate")
 
 # Top-level fields whose value for a saved config without them differs from the default
 # of new runs: what the runs saved before them did.

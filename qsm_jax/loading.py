@@ -133,6 +133,8 @@ def load_run(path: str, step: Optional[int] = None) -> LoadedRun:
     agents = {**agents, "score_norm": np.zeros((config.num_agents,), np.float32)}
   if config.algo == "qsm" and "reward_norm" not in agents:  # formats 1-2: before reward_norm
     agents = {**agents, "reward_norm": np.zeros((config.num_agents,), np.float32)}
+  if config.algo == "qsm" and "log_m_q_gain" not in agents:  # formats 1-3: before it
+    agents = {**agents, "log_m_q_gain": np.zeros((config.num_agents,), np.float32)}
   init = get_algorithm(config.algo).init
   template = jax.vmap(lambda k: init(k, obs_dim, act_dim, config.qsm, config.hparams))(
       jax.random.split(jax.random.PRNGKey(0), config.num_agents))

@@ -378,12 +378,15 @@ def train(cfg: TrainConfig, opts: RunOptions,
       per_seed = ""
       if row.get("eval_return") and 1 < cfg.num_agents:
         per_seed = " [" + _per_agent_text(cfg, row["eval_return"]) + "]"
+      # The spread controller's M_q (QSMConfig.spread_target), where it runs.
+      controller = (f" M_q {row['M_q_mean']:.3g} spread {row['spread_mean']:.3f}"
+                    if row.get("M_q_mean") is not None else "")
       log(f"step {env_steps:>9,}/{cfg.total_steps:,} ({100 * env_steps / cfg.total_steps:3.0f}%) | "
           f"{row['env_steps_per_s']:8,.0f} env-steps/s {row['updates_per_s']:7,.0f} updates/s | "
           f"eval {evals[-1] if evals else float('nan'):8.1f}{per_seed} | "
           f"train ret {row['train_return_mean'] if row['train_return_mean'] is not None else float('nan'):8.1f} | "
           f"critic {row['critic_loss_mean']:.3g} actor {row['actor_loss_mean']:.3g} "
-          f"sat {row['action_saturation_mean']:.2f} | ETA {_fmt_time(eta)}")
+          f"sat {row['action_saturation_mean']:.2f}{controller} | ETA {_fmt_time(eta)}")
       if _crossed(prev_steps, env_steps, opts.checkpoint_every) or last_chunk:
         layout.assert_replicas_identical(ts.agent)
         checkpointer.save(env_steps, layout.to_checkpoint(ts), CheckpointMeta(

@@ -33,6 +33,8 @@ class QSMState:
       correction); read only with ``config.score_scale == 'running'``, kept 0 otherwise.
     reward_norm: moving average of the batch mean |reward| (float32 scalar, before bias
       correction); read only with critic_reward_norm 'running' or 'shrink', 0 otherwise.
+    log_m_q_gain: log of the factor on hparams.M_q set by the spread controller
+      (``config.spread_target``; float32 scalar, starts at 0); 0 and unused otherwise.
     hparams: numeric hyperparameters (leaves).
     noise_model: Flax module, ``(obs, noisy_action, t) -> eps`` (static).
     critic: Flax module of ONE critic, ``(obs, action) -> q`` (static).
@@ -48,6 +50,7 @@ class QSMState:
   hparams: QSMHyperparams
   score_norm: jax.Array
   reward_norm: jax.Array
+  log_m_q_gain: jax.Array
   noise_model: nn.Module = flax.struct.field(pytree_node=False)
   critic: nn.Module = flax.struct.field(pytree_node=False)
   config: QSMConfig = flax.struct.field(pytree_node=False)
@@ -112,6 +115,7 @@ def init_state(key: jax.Array, obs_dim: int, act_dim: int,
       hparams=hparams.as_arrays(),
       score_norm=jnp.zeros((), jnp.float32),
       reward_norm=jnp.zeros((), jnp.float32),
+      log_m_q_gain=jnp.zeros((), jnp.float32),
       noise_model=noise_model,
       critic=critic,
       config=config,

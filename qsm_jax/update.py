@@ -6,6 +6,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from qsm_jax import losses
@@ -58,6 +59,35 @@ def critic_reward_divisor(cfg, reward_norm: jax.Array, step: jax.Array, reward: 
   return divisor, reward_norm
 
 
+def policy_spread(state: QSMState, obs: jax.Array, key: jax.Array, drawn: jax.Array,
+                  normal, pmean) -> jax.Array:
+  """Mean |a - a_0| over rows and action dims: a drawn at the training temperature, a_0
+  by the deterministic sampler (temperature 0), both from ``key`` (the same start x_T).
+
+  ``drawn`` is the critic target's a' (drawn with ``key`` at ``target_temperature``): it
+  is reused where it is one of the two draws, so the spread costs one sampler pass
+  unless target_temperature is neither 0 nor None.
+  """
+  cfg = state.config
+  draw = lambda temperature: sample_from_params(state, state.actor_params, obs, key,
+                                                temperature, normal=normal)
+  greedy = drawn if cfg.target_temperature == 0 else draw(0.0)
+  exploring = drawn if cfg.target_temperature is None else draw(state.hparams.temperature)
+  return pmean(jnp.mean(jnp.abs(exploring - greedy)))
+
+
+# The spread controller keeps M_q within this factor of hparams.M_q either way.
+MAX_LOG_M_Q_GAIN = float(np.log(1000.0))
+
+
+def spread_controller(cfg, log_m_q_gain: jax.Array, spread: jax.Array) -> jax.Array:
+  """The next log factor on M_q: up when the policy is wider than ``cfg.spread_target``,
+  down when narrower, by ``cfg.spread_rate`` x the log ratio (a spread of about 0, draws
+  piled on the bounds, counts as far too narrow)."""
+  error = jnp.log(jnp.maximum(spread, 1e-6)) - jnp.log(cfg.spread_target)
+  return jnp.clip(log_m_q_gain + cfg.spread_rate * error, -MAX_LOG_M_Q_GAIN, MAX_LOG_M_Q_GAIN)
+
+
 @functools.partial(jax.jit, static_argnames=("axis_name",))
 def qsm_update(state: QSMState, batch: Batch, key: jax.Array,
                axis_name: Optional[str] = None) -> tuple[QSMState, dict]:
@@ -81,7 +111,9 @@ def qsm_update(state: QSMState, batch: Batch, key: jax.Array,
     score_scale (what -M_q grad_a Q was divided by: 1 with score_scale='fixed'),
     reward_divisor (what the critic's rewards were divided by: 1 with
     critic_reward_norm='none'),
-    critic_grad_norm, actor_grad_norm and actor_lr, as scalars.
+    critic_grad_norm, actor_grad_norm and actor_lr, as scalars; with
+    ``config.spread_target`` also spread (the policy's, see ``policy_spread``) and M_q
+    (the value this update used: hparams.M_q x exp(state.log_m_q_gain)).
 
   Works under ``jax.vmap`` (seeds, hyperparameter sweeps) and inside your own ``jit``
   or ``lax.scan``.
@@ -102,6 +134,14 @@ def qsm_update(state: QSMState, batch: Batch, key: jax.Array,
                         else cfg.target_temperature)
   next_action = sample_from_params(state, state.actor_params, batch.next_obs, next_key,
                                    target_temperature, normal=normal)
+  # The spread controller (spread_target): M_q for this update from the factor so far,
+  # the factor for the next from the policy's spread at s'.
+  m_q, log_m_q_gain, controller_metrics = hp.M_q, state.log_m_q_gain, {}
+  if cfg.spread_target is not None:
+    m_q = hp.M_q * jnp.exp(state.log_m_q_gain)
+    spread = policy_spread(state, batch.next_obs, next_key, next_action, normal, pmean)
+    log_m_q_gain = spread_controller(cfg, state.log_m_q_gain, spread)
+    controller_metrics = {"spread": spread, "M_q": m_q}
   next_action = jnp.clip(
       next_action + hp.target_noise * normal(target_noise_key, next_action.shape), -1.0, 1.0)
   target = losses.critic_target(state.critic, state.target_critic_params,
@@ -126,7 +166,7 @@ def qsm_update(state: QSMState, batch: Batch, key: jax.Array,
   score_params = target_critic_params if cfg.score_critic == "target" else critic_params
   grad_q = losses.q_action_gradient(state.critic, score_params, batch.obs, noisy_action)
   score_scale, score_norm = q_score_scale(cfg, state.score_norm, state.step, grad_q, pmean)
-  score_target = -hp.M_q * grad_q / score_scale
+  score_target = -m_q * grad_q / score_scale
   if cfg.score_sigma_weight:  # the implied score -eps / sigma_t is then M_q grad_a Q
     sigma = jnp.sqrt(1.0 - jnp.asarray(schedule.alpha_bars))[t][:, None]
     score_target = sigma * score_target
@@ -141,7 +181,7 @@ def qsm_update(state: QSMState, batch: Batch, key: jax.Array,
       actor_params=actor_params, critic_params=critic_params,
       target_critic_params=target_critic_params, actor_opt_state=actor_opt_state,
       critic_opt_state=critic_opt_state, step=state.step + 1, score_norm=score_norm,
-      reward_norm=reward_norm)
+      reward_norm=reward_norm, log_m_q_gain=log_m_q_gain)
   metrics = {
       "critic_loss": critic_aux["critic_loss"],
       "actor_loss": actor_loss,
@@ -155,6 +195,7 @@ def qsm_update(state: QSMState, batch: Batch, key: jax.Array,
       "critic_grad_norm": optax.tree.norm(critic_grads),
       "actor_grad_norm": optax.tree.norm(actor_grads),
       "actor_lr": actor_lr,
+      **controller_metrics,
   }
   return new_state, jax.tree.map(pmean, metrics)
 

@@ -2,9 +2,10 @@
 
 One qsm_update with the default networks on a global batch split over 4 devices (pmap
 and shard_map) against one device with the whole batch. Prints JSON with the max
-differences; the 'running_*' entries repeat the pmap check with score_scale='running' and
-critic_reward_norm='running', whose moving averages of |grad_a Q| and |r| must be the
-global batch's on every device.
+differences; the 'running_*' entries repeat the pmap check with score_scale='running',
+critic_reward_norm='running' and the spread controller (spread_target, its extra sampler
+draws made for the global batch), whose moving averages of |grad_a Q| and |r| and factor
+on M_q must be the global batch's on every device.
 """
 import dataclasses
 import json
@@ -53,16 +54,18 @@ def max_diff(a, b):
 
 
 params = lambda s: (s.actor_params, s.critic_params, s.target_critic_params, s.score_norm,
-                    s.reward_norm)
+                    s.reward_norm, s.log_m_q_gain)
 
 running = q.init_state(jax.random.PRNGKey(0), 5, 3,
                        config=dataclasses.replace(cfg, score_scale="running",
-                                                  critic_reward_norm="running"))
+                                                  critic_reward_norm="running",
+                                                  spread_target=0.05, spread_rate=0.1))
 running_single, _ = two_steps(running, batch)
 running_pmapped, _ = jax.pmap(lambda s, b: two_steps(s, b, "devices"), axis_name="devices")(
     jax.tree.map(lambda x: jnp.stack([x] * 4), running), shards)
 running_norms = np.asarray(running_pmapped.score_norm)
 reward_norms = np.asarray(running_pmapped.reward_norm)
+gains = np.asarray(running_pmapped.log_m_q_gain)
 per_device = [jax.tree.map(lambda x: x[i], params(pmapped)) for i in range(4)]
 print(json.dumps({
     "pmap_vs_single": max_diff(jax.tree.map(lambda x: x[0], params(pmapped)), params(single)),
@@ -75,4 +78,5 @@ print(json.dumps({
                                        params(running_single)),
     "running_norm": [float(running_single.score_norm)] + running_norms.tolist(),
     "reward_norm": [float(running_single.reward_norm)] + reward_norms.tolist(),
+    "log_m_q_gain": [float(running_single.log_m_q_gain)] + gains.tolist(),
 }))

@@ -321,7 +321,7 @@ def test_the_papers_form_resets_every_algorithm_field_of_qsm():
                score_scale="batch", score_norm_rate=0.1, score_critic="target",
                clip_denoised=True, score_sigma_weight=True, critic_reward_norm="running",
                eval_best_of=4, act_best_of=2, eval_temperature=0.0, target_temperature=0.0,
-               actor_hidden=(8, 8))
+               spread_target=0.1, spread_rate=0.01, actor_hidden=(8, 8))
   assert set(moved) - {"actor_hidden"} == algorithm_fields
   cfg = preset_config("hopper", {"qsm": moved})
   paper = compare.algo_config(cfg, "qsm_paper").qsm

@@ -133,23 +133,29 @@ def _write_checkpoint(run_dir, dest, state, meta):
   manager.close()
 
 
-def test_checkpoint_from_before_reward_norm_resumes_as_a_current_one(tiny_run, tmp_path):
-  # A format-2 checkpoint (before QSMState.reward_norm) resumes with reward_norm = 0,
-  # what its run had: the same agents, bit for bit, as resuming the same checkpoint
-  # written in the current format (both without replay, so both refill it alike).
+def test_checkpoints_from_before_added_leaves_resume_as_current_ones(tiny_run, tmp_path):
+  # A format-2 checkpoint (before QSMState.reward_norm and log_m_q_gain) and a format-3
+  # one (before log_m_q_gain) resume with those leaves at 0, what their runs had: the
+  # same agents, bit for bit, as resuming the same checkpoint written in the current
+  # format (all without replay, so all refill it alike).
   run_dir, _ = tiny_run
   state, meta = Checkpointer(str(run_dir / "checkpoints")).restore_arrays(200)
   current = {**meta.to_json(), "has_replay": False}
   _write_checkpoint(run_dir, tmp_path / "current", state, current)
-  old_state = {**state, "agent": {k: v for k, v in state["agent"].items() if k != "reward_norm"}}
-  _write_checkpoint(run_dir, tmp_path / "old", old_state, {**current, "format_version": 2})
+  for version, dropped in ((2, ("reward_norm", "log_m_q_gain")), (3, ("log_m_q_gain",))):
+    old_state = {**state, "agent": {k: v for k, v in state["agent"].items() if k not in dropped}}
+    _write_checkpoint(run_dir, tmp_path / f"format{version}", old_state,
+                      {**current, "format_version": version})
   cfg = dataclasses.replace(TINY_LOOP, num_seeds=2, total_steps=240)
   agents = [train(cfg, RunOptions(run_dir=str(tmp_path / name), resume=True, write_plot=False),
-                  log=lambda s: None).train_state.agent for name in ("old", "current")]
+                  log=lambda s: None).train_state.agent
+            for name in ("current", "format2", "format3")]
   assert int(agents[0].step[0]) > int(state["agent"]["step"][0])  # it trained on
-  np.testing.assert_array_equal(agents[0].reward_norm, np.zeros(2, np.float32))
-  for a, b in zip(jax.tree.leaves(agents[0]), jax.tree.leaves(agents[1])):
-    np.testing.assert_array_equal(a, b)
+  for old in agents[1:]:
+    np.testing.assert_array_equal(old.reward_norm, agents[0].reward_norm)
+    np.testing.assert_array_equal(old.log_m_q_gain, np.zeros(2, np.float32))
+    for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(agents[0])):
+      np.testing.assert_array_equal(a, b)
 
 
 def test_checkpoint_from_before_score_norm_loads_but_does_not_resume(tiny_run, tmp_path):
@@ -157,7 +163,8 @@ def test_checkpoint_from_before_score_norm_loads_but_does_not_resume(tiny_run, t
   # and act as before; resuming it is refused in one line.
   run_dir, actions = tiny_run
   state, meta = Checkpointer(str(run_dir / "checkpoints")).restore_arrays(200)
-  agent = {k: v for k, v in state["agent"].items() if k not in ("score_norm", "reward_norm")}
+  agent = {k: v for k, v in state["agent"].items() if k not in ("score_norm", "reward_norm",
+                                                                  "log_m_q_gain")}
   old = tmp_path / "old"
   _write_checkpoint(run_dir, old, {**state, "agent": agent},
                     {**meta.to_json(), "format_version": 1, "has_replay": False})

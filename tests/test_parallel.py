@@ -49,6 +49,8 @@ def test_update_split_over_4_devices_equals_one_device_with_whole_batch():
   for name in ("running_norm", "reward_norm"):  # the global batch's statistic everywhere
     norms = out[name]
     assert norms[0] > 0 and max(norms) - min(norms) < 1e-6 * norms[0], (name, norms)
+  gains = out["log_m_q_gain"]  # the spread controller's factor: one value, moved
+  assert abs(gains[0]) > 1e-3 and max(gains) - min(gains) < 1e-6, gains
 
 
 ROOT = HERE.parent

@@ -4,6 +4,7 @@ import importlib
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -196,11 +197,12 @@ def test_killed_run_resumes_twice_to_the_same_parameters_keeping_its_options(tmp
   """Killed, resumed with only --resume (which keeps the saved --checkpoint_every=40),
   killed again while that resumed run writes a checkpoint, resumed again with an
   override (in this process, lowering no program again): bit-identical to the
-  uninterrupted run, metrics without gap or duplicate.
+  uninterrupted run, metrics without gap or duplicate. The spread controller is on, so
+  its factor on M_q (QSMState.log_m_q_gain) resumes exactly too.
   The two killed sessions are processes of their own; the reference run and the last
   session run in this process (run.py's main). The reference saves only its final state,
   so the comparison also shows that saving checkpoints leaves training untouched."""
-  flags = [*TINY_FLAGS, "--total_steps=440", "--checkpoint_every=40"]
+  flags = [*TINY_FLAGS, "--total_steps=440", "--checkpoint_every=40", "--spread_target=0.05"]
   reference = tmp_path / "reference"
   assert run_in_process(*flags, "--checkpoint_every=0", f"--run_dir={reference}") == 0
 
@@ -246,6 +248,7 @@ def test_killed_run_resumes_twice_to_the_same_parameters_keeping_its_options(tmp
   stdout = capsys.readouterr().out
   assert "resume: --max_to_keep=20 overrides the run's saved 2" in stdout
   assert "resumed from" in stdout
+  assert re.search(r"sat [\d.]+ M_q [\d.e+-]+ spread [\d.]+ \| ETA", stdout)  # the controller
   second_kill = int(stdout.split("resumed from")[1].split("env step ")[1].split()[0])
   assert first_kill + 40 <= second_kill < 440
   steps = _checkpoint_steps(ckpts)
@@ -253,6 +256,7 @@ def test_killed_run_resumes_twice_to_the_same_parameters_keeping_its_options(tmp
   ref_state, ref_meta = restore(reference)
   res_state, res_meta = restore(killed)
   assert ref_meta.env_steps == res_meta.env_steps == 440
+  assert np.all(np.abs(ref_state.agent.log_m_q_gain) > 1e-4)  # the controller moved M_q
   for a, b in zip(jax.tree.leaves(ref_state), jax.tree.leaves(res_state)):
     np.testing.assert_array_equal(a, b)
   rows = [json.loads(l) for l in (killed / "metrics.jsonl").read_text().splitlines()]
