@@ -100,9 +100,11 @@ class QSMConfig:
       sampler pass per update (two if target_temperature is neither 0 nor None). Meant
       for samplers whose spread falls as M_q grows: 10 or 20 cosine steps, or
       score_sigma_weight (the 5- and 10-step vp samplers' spread rises again at M_q 2-4
-      before their draws pile on the bounds). Past a sampler's window the draws pile on
-      the bounds, the spread falls to about 0 and M_q is lowered again. None: M_q is
-      fixed, the paper's.
+      before their draws pile on the bounds). On a quadratic critic, past a sampler's
+      window the draws pile on the bounds, the spread falls to about 0 and M_q is
+      lowered again; on learned critics whose policy resists narrowing (hopper,
+      inverted_pendulum) M_q can climb past the window with the spread still on target,
+      and the policy drifts (experiments/RESULTS.md). None: M_q is fixed, the paper's.
     spread_rate: the controller's step on log M_q per update per unit of log error.
   """
   T: int = 5
