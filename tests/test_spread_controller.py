@@ -115,3 +115,12 @@ def test_the_policy_settles_at_the_target_width_for_any_q_scale():
   print(spread, m_q_fixed)
   assert spread == pytest.approx(0.1, rel=0.1)
   assert m_q_fixed < 0.1  # M_q absorbed the critic's x100 (unnormalised: about 2.3 / 100 / s)
+
+
+@pytest.mark.parametrize("field,bad", [("spread_target", 0.0), ("spread_target", -0.1),
+                                       ("spread_target", 2.0), ("spread_target", float("nan")),
+                                       ("spread_target", True), ("spread_rate", 0.0),
+                                       ("spread_rate", 1.5)])
+def test_bad_settings_are_refused_naming_the_field(field, bad):
+  with pytest.raises(ValueError, match=field):
+    dataclasses.replace(TINY, **{field: bad})
