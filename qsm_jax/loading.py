@@ -95,7 +95,8 @@ def load_run(path: str, step: Optional[int] = None) -> LoadedRun:
   """
   run_dir, ckpt_dir, step = _locate(path, step)
   # orbax loads here, not with `import qsm_jax`.
-  from qsm_jax.checkpoint import Checkpointer, IncompatibleCheckpoint  # pylint: disable=import-outside-toplevel
+  from qsm_jax.checkpoint import (  # pylint: disable=import-outside-toplevel
+      ADDED_LEAVES, Checkpointer, IncompatibleCheckpoint)
   checkpointer = Checkpointer(ckpt_dir)
   try:
     steps = checkpointer.all_steps()
@@ -129,12 +130,10 @@ def load_run(path: str, step: Optional[int] = None) -> LoadedRun:
   agents = state["agent"]
   if meta.num_devices > 1:  # data-parallel run: replicas are identical, keep one
     agents = jax.tree.map(lambda x: x[0], agents)
-  if config.algo == "qsm" and "score_norm" not in agents:  # format 1: before score_norm
-    agents = {**agents, "score_norm": np.zeros((config.num_agents,), np.float32)}
-  if config.algo == "qsm" and "reward_norm" not in agents:  # formats 1-2: before reward_norm
-    agents = {**agents, "reward_norm": np.zeros((config.num_agents,), np.float32)}
-  if config.algo == "qsm" and "log_m_q_gain" not in agents:  # formats 1-3: before it
-    agents = {**agents, "log_m_q_gain": np.zeros((config.num_agents,), np.float32)}
+  if config.algo == "qsm":  # leaves older formats lack (score_norm: format 2), at 0
+    agents = dict(agents)
+    for name in ("score_norm",) + tuple(path[-1] for _, path in ADDED_LEAVES):
+      agents.setdefault(name, np.zeros((config.num_agents,), np.float32))
   init = get_algorithm(config.algo).init
   template = jax.vmap(lambda k: init(k, obs_dim, act_dim, config.qsm, config.hparams))(
       jax.random.split(jax.random.PRNGKey(0), config.num_agents))

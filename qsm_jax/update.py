@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from qsm_jax import losses
@@ -77,7 +77,7 @@ def policy_spread(state: QSMState, obs: jax.Array, key: jax.Array, drawn: jax.Ar
 
 
 # The spread controller keeps M_q within this factor of hparams.M_q either way.
-MAX_LOG_M_Q_GAIN = float(np.log(1000.0))
+MAX_LOG_M_Q_GAIN = math.log(1000.0)
 
 
 def spread_controller(cfg, log_m_q_gain: jax.Array, spread: jax.Array) -> jax.Array:

@@ -42,6 +42,27 @@ def random_batch(key, batch_size, obs_dim, act_dim):
   )
 
 
+def uniform_bandit_batch(key, size, obs_dim, act_dim):
+  """A one-step bandit batch for a frozen known critic: obs and actions uniform in
+  [-1, 1], reward 0, next_obs = obs, mask 0."""
+  k1, k2 = jax.random.split(key)
+  obs = jax.random.uniform(k1, (size, obs_dim), minval=-1, maxval=1)
+  act = jax.random.uniform(k2, (size, act_dim), minval=-1, maxval=1)
+  return q.Batch(obs, act, jnp.zeros(size), obs, jnp.zeros(size))
+
+
+def train_on_fresh_batches(state, make_batch, key, num_updates):
+  """num_updates qsm_update calls on fresh batches ``make_batch(key)``, inside one jitted
+  lax.scan: (final state, stacked metrics)."""
+  @jax.jit
+  def run(state, key):
+    def body(s, k):
+      batch_key, update_key = jax.random.split(k)
+      return q.qsm_update(s, make_batch(batch_key), update_key)
+    return jax.lax.scan(body, state, jax.random.split(key, num_updates))
+  return run(state, key)
+
+
 def pytest_collection_modifyitems(items):
   """Tests marked ``slow`` (a minute or more each) first: xdist hands tests out in this
   order, so the long ones start early and the workers finish together instead of one

@@ -7,24 +7,13 @@ import numpy as np
 import pytest
 
 import qsm_jax as q
+from conftest import train_on_fresh_batches as _train, uniform_bandit_batch
 from toy_modules import QuadraticCritic
 
 pytestmark = pytest.mark.optimized  # thousands of updates: the full compiler pays
 
 SMALL = q.QSMConfig(actor_hidden=(64, 64), time_hidden=(32, 32), fourier_size=16,
                     critic_hidden=(64, 64))
-
-
-def _train(state, make_batch, key, num_updates):
-  """num_updates qsm_update calls on fresh batches, inside one jitted lax.scan."""
-  @jax.jit
-  def run(state, key):
-    def body(s, k):
-      batch_key, update_key = jax.random.split(k)
-      s, m = q.qsm_update(s, make_batch(batch_key), update_key)
-      return s, m
-    return jax.lax.scan(body, state, jax.random.split(key, num_updates))
-  return run(state, key)
 
 
 def test_score_alignment_with_known_critic():
@@ -36,10 +25,7 @@ def test_score_alignment_with_known_critic():
                        critic=critic)
 
   def make_batch(key, size=256):
-    k1, k2 = jax.random.split(key)
-    obs = jax.random.uniform(k1, (size, obs_dim), minval=-1, maxval=1)
-    act = jax.random.uniform(k2, (size, act_dim), minval=-1, maxval=1)
-    return q.Batch(obs, act, jnp.zeros(size), obs, jnp.zeros(size))
+    return uniform_bandit_batch(key, size, obs_dim, act_dim)
 
   def alignment(state, key):
     k1, k2, k3, k4 = jax.random.split(key, 4)

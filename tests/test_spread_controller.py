@@ -1,6 +1,5 @@
 """The spread controller (QSMConfig.spread_target): M_q tuned online toward a policy width."""
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +9,7 @@ import pytest
 import qsm_jax as q
 from qsm_jax import update
 from qsm_jax.policy import sample_from_params
-from conftest import TINY, random_batch
+from conftest import TINY, random_batch, train_on_fresh_batches, uniform_bandit_batch
 from toy_modules import QuadraticCritic, ScaledCritic
 
 ident = lambda x: x
@@ -72,28 +71,14 @@ TOY = dataclasses.replace(TINY, critic_hidden=(8,), T=10, beta_schedule="cosine"
                           score_scale="running", target_temperature=0.0, spread_rate=0.01)
 
 
-def _toy_batch(key, size=128):
-  k1, k2 = jax.random.split(key)
-  obs = jax.random.uniform(k1, (size, 2), minval=-1, maxval=1)
-  act = jax.random.uniform(k2, (size, 2), minval=-1, maxval=1)
-  return q.Batch(obs, act, jnp.zeros(size), obs, jnp.zeros(size))
-
-
-@functools.partial(jax.jit, static_argnums=2)
-def _train(state, key, num_updates):
-  def body(s, k):
-    batch_key, update_key = jax.random.split(k)
-    return q.qsm_update(s, _toy_batch(batch_key), update_key)
-  return jax.lax.scan(body, state, jax.random.split(key, num_updates))
-
-
 def _toy_run(spread_target, score_scale="running", q_scale=1.0, spread_rate=0.01):
   cfg = dataclasses.replace(TOY, spread_target=spread_target, score_scale=score_scale,
                             spread_rate=spread_rate)
   hp = q.QSMHyperparams(M_q=1.0, critic_lr=0.0, actor_lr=1e-3)
   state = q.init_state(jax.random.PRNGKey(0), 2, 2, config=cfg, hparams=hp,
                        critic=ScaledCritic(QuadraticCritic(2), q_scale))
-  _, metrics = _train(state, jax.random.PRNGKey(1), 1500)
+  _, metrics = train_on_fresh_batches(
+      state, lambda k: uniform_bandit_batch(k, 128, 2, 2), jax.random.PRNGKey(1), 1500)
   return float(np.mean(metrics["spread"][-300:])), float(metrics["M_q"][-1])
 
 
