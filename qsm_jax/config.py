@@ -63,6 +63,10 @@ class QSMConfig:
     clip_denoised: sample through the predicted clean action, clipped to [-1, 1]
       (x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), then the DDPM posterior mean);
       without the clip this is the same step as the paper's sampler.
+    ascent_sampler: the sampler's step without the DDPM division by sqrt(alpha_t)
+      (``diffusion.ddpm_sample``'s ``ascent``): with QSM's noise model, noisy gradient
+      ascent on Q, whose noise-free draw is Q's maximum rather than a point beyond it
+      toward the bounds. Off: the paper's DDPM sampler. Not with clip_denoised.
     score_sigma_weight: multiply the Q-score target by sigma_t = sqrt(1 - abar_t) of the
       noised replay action's step, so the noise model's implied score -eps / sigma_t is
       M_q grad_a Q (scaled as score_scale says) at every noise level and the sampler's
@@ -123,6 +127,7 @@ class QSMConfig:
   score_norm_rate: float = 0.005
   score_critic: str = "online"
   clip_denoised: bool = False
+  ascent_sampler: bool = False
   score_sigma_weight: bool = False
   critic_reward_norm: str = "none"
   eval_best_of: int = 1
@@ -151,6 +156,9 @@ class QSMConfig:
         or not (math.isfinite(self.spread_target) and 0 < self.spread_target < 2)):
       raise ValueError(f"spread_target must be a number in (0, 2) (a distance between actions "
                        f"in [-1, 1]), got {self.spread_target!r}")
+    if self.ascent_sampler and self.clip_denoised:
+      raise ValueError("ascent_sampler and clip_denoised are two different sampler steps; "
+                       "choose one")
     if not (isinstance(self.spread_rate, numbers.Real) and 0 < self.spread_rate <= 1):
       raise ValueError(f"spread_rate must be in (0, 1], got {self.spread_rate!r}")
     optional = tuple(name for name in ("eval_temperature", "target_temperature")
@@ -421,7 +429,7 @@ ADDED_FIELDS = ("fresh_resets", "algo", "sweep_name", "sweep_values", "qsm.adam_
                 "qsm.clip_denoised", "qsm.critic_layer_norm", "qsm.critic_reward_norm",
                 "qsm.eval_best_of", "qsm.act_best_of", "qsm.score_sigma_weight",
                 "qsm.eval_temperature", "qsm.target_temperature", "qsm.spread_target",
-                "qsm.spread_rate")
+                "qsm.spread_rate", "qsm.ascent_sampler")
 
 # Top-level fields whose value for a saved config without them differs from the default
 # of new runs: what the runs saved before them did.

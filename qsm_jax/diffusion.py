@@ -88,7 +88,7 @@ def ddpm_sample(schedule: DiffusionSchedule, eps_fn: NoiseFn, obs: jax.Array, ac
                 key: jax.Array, temperature: jax.Array | float = 1.0,
                 clip_sampler: bool = True,
                 normal: Optional[Callable[[jax.Array, tuple], jax.Array]] = None,
-                clip_denoised: bool = False) -> jax.Array:
+                clip_denoised: bool = False, ascent: bool = False) -> jax.Array:
   """T-step DDPM ancestral sampler, one ``lax.scan`` from t = T-1 down to 0.
 
   x_T ~ N(0, I); x <- (x - beta_t / sqrt(1 - abar_t) * eps) / sqrt(alpha_t);
@@ -111,11 +111,18 @@ def ddpm_sample(schedule: DiffusionSchedule, eps_fn: NoiseFn, obs: jax.Array, ac
       sqrt(abar_{t-1}) beta_t / (1 - abar_t) x0 + sqrt(alpha_t) (1 - abar_{t-1}) /
       (1 - abar_t) x (static). Unclipped, that is exactly the step above; clipped, a
       noise model that overshoots can no longer throw x past the bounds by 1/sqrt(alpha_t).
+    ascent: drop the step's division by sqrt(alpha_t): x <- x - beta_t / sqrt(1 - abar_t)
+      * eps, then the same noise and clip (static). For a noise model that is -M_q grad_a Q
+      (QSM's target) this is noisy gradient ascent on Q, whose noise-free fixed point is
+      Q's maximum; the DDPM step's expansion by 1/sqrt(alpha_t) (a factor of 13 over the
+      5 vp steps) moves that fixed point outward, toward the bounds. Not with clip_denoised.
 
   Returns:
     (B, A) actions in [-1, 1].
   """
   chex.assert_rank(obs, 2)
+  if ascent and clip_denoised:
+    raise ValueError("ascent and clip_denoised are two different sampler steps; choose one")
   batch = obs.shape[0]
   T = len(schedule.betas)
   betas = jnp.asarray(schedule.betas)
@@ -136,6 +143,8 @@ def ddpm_sample(schedule: DiffusionSchedule, eps_fn: NoiseFn, obs: jax.Array, ac
                     -1.0, 1.0)
       x = (jnp.sqrt(prev_alpha_bars[t]) * betas[t] * x0
            + jnp.sqrt(alphas[t]) * (1.0 - prev_alpha_bars[t]) * x) / (1.0 - alpha_bars[t])
+    elif ascent:
+      x = x - betas[t] / jnp.sqrt(1.0 - alpha_bars[t]) * eps
     else:
       x = (x - betas[t] / jnp.sqrt(1.0 - alpha_bars[t]) * eps) / jnp.sqrt(alphas[t])
     z = normal(k, x.shape)

@@ -23,7 +23,8 @@ def sample_from_params(state: QSMState, actor_params: Params, obs: jax.Array, ke
 
   return ddpm_sample(schedule, eps_fn, obs, state.act_dim, key, temperature=temperature,
                      clip_sampler=state.config.clip_sampler, normal=normal,
-                     clip_denoised=state.config.clip_denoised)
+                     clip_denoised=state.config.clip_denoised,
+                     ascent=state.config.ascent_sampler)
 
 
 def best_by_q(state: QSMState, obs: jax.Array, candidates: jax.Array) -> jax.Array:
