@@ -158,7 +158,8 @@ class QSMConfig:
                        f"in [-1, 1]), got {self.spread_target!r}")
     if self.ascent_sampler and self.clip_denoised:
       raise ValueError("ascent_sampler and clip_denoised are two different sampler steps; "
-                       "choose one")
+                       "choose one (the Brax presets set ascent_sampler: add "
+                       "--noascent_sampler to use clip_denoised)")
     if not (isinstance(self.spread_rate, numbers.Real) and 0 < self.spread_rate <= 1):
       raise ValueError(f"spread_rate must be in (0, 1], got {self.spread_rate!r}")
     optional = tuple(name for name in ("eval_temperature", "target_temperature")

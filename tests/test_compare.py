@@ -294,8 +294,10 @@ def test_qsm_paper_is_qsm_in_the_papers_form():
   assert cfg.qsm.score_scale == "running" and cfg.hparams.M_q == 1.0
   assert cfg.qsm.critic_reward_norm == "shrink" and cfg.qsm.eval_best_of == 10
   assert cfg.qsm.target_temperature == 0.0
+  assert cfg.qsm.ascent_sampler and cfg.hparams.temperature == 0.25
   paper = compare.algo_config(cfg, "qsm_paper")
   assert paper.algo == "qsm" and paper.qsm.score_scale == "fixed" and paper.hparams.M_q == 50.0
+  assert not paper.qsm.ascent_sampler and paper.hparams.temperature == 1.0
   assert not paper.qsm.clip_denoised and paper.qsm.score_critic == "online"
   assert paper.qsm.critic_reward_norm == "none"
   assert paper.qsm.eval_best_of == paper.qsm.act_best_of == 1
@@ -321,7 +323,7 @@ def test_the_papers_form_resets_every_algorithm_field_of_qsm():
                score_scale="batch", score_norm_rate=0.1, score_critic="target",
                clip_denoised=True, score_sigma_weight=True, critic_reward_norm="running",
                eval_best_of=4, act_best_of=2, eval_temperature=0.0, target_temperature=0.0,
-               spread_target=0.1, spread_rate=0.01, actor_hidden=(8, 8))
+               spread_target=0.1, spread_rate=0.01, ascent_sampler=False, actor_hidden=(8, 8))
   # The two sampler steps exclude each other: the second config moves the other one.
   moved_ascent = {**moved, "clip_denoised": False, "ascent_sampler": True}
   defaults = QSMConfig()

@@ -150,7 +150,8 @@ def test_loop_fills_replay_with_masks_and_never_recompiles():
 def test_short_run_learns_inverted_pendulum_and_keeps_it(tmp_path):
   """Fixed seed, the default run's QSM (the presets' setting: running scale-free target
   with M_q 1, the critic's rewards scaled down above 1, a' of the critic's target from the
-  deterministic sampler, best of 10 draws at evaluation; generalized backend): the eval
+  deterministic sampler, best of 10 draws at evaluation, the ascent sampler at temperature
+  0.25; generalized backend): the eval
   return climbs from near the zero action's 26 to the maximum, 1000, and the curve holds
   (measured for seed 0: 1000 at the last 8 of 15 evals)."""
   from qsm_jax.presets import preset  # pylint: disable=import-outside-toplevel
@@ -163,6 +164,7 @@ def test_short_run_learns_inverted_pendulum_and_keeps_it(tmp_path):
   assert cfg.qsm.score_scale == "running" and cfg.hparams.M_q == 1.0
   assert cfg.qsm.critic_reward_norm == "shrink" and cfg.qsm.eval_best_of == 10
   assert cfg.qsm.target_temperature == 0.0
+  assert cfg.qsm.ascent_sampler and cfg.hparams.temperature == 0.25
   assert check_env("inverted_pendulum", None) == "generalized"
   result = train(cfg, RunOptions(run_dir=str(tmp_path / "run"), checkpoint_every=0,
                                  write_plot=False), log=lambda s: None)

@@ -46,7 +46,8 @@ flags.DEFINE_integer("num_processes", None, "Processes in the run (default: "
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1 "
                      "(default: $JAX_PROCESS_ID or cluster detection).")
 flags.DEFINE_bool("paper", False, "QSM in the paper's form (qsm_jax/presets.py PAPER_FORM: "
-                  "fixed -M_q grad_a Q with M_q 50, online critics, the plain 5-step sampler) on top of "
+                  "fixed -M_q grad_a Q with M_q 50, online critics, the plain 5-step DDPM sampler at "
+                  "temperature 1) on top of "
                   "the env's preset; other flags still override it.")
 flags.DEFINE_string("sweep", None, "Sweep one numeric hyperparameter in the same program, "
                     "e.g. M_q=1,5,20: every value is trained with each of the --num_seeds seeds.")
