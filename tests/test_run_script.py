@@ -126,8 +126,12 @@ def test_config_of_an_older_run_resumes_with_the_new_fields_defaults():
   """Fields added since the first release may be missing from a saved config.json."""
   old = _config_without("qsm.score_scale")
   del old["algo"], old["sweep_name"], old["sweep_values"], old["fresh_resets"]
+  del old["qsm"]["ascent_sampler"]
   cfg = TrainConfig.from_saved(old)
   assert cfg.algo == "qsm" and cfg.qsm.score_scale == "fixed" and cfg.sweep_values == ()
+  # A run saved before the ascent sampler resumes with the paper's sampler, whatever its
+  # env's preset says today.
+  assert not cfg.qsm.ascent_sampler
   # Runs saved before fresh_resets restarted finished envs from their first state.
   assert TINY_LOOP.fresh_resets and not cfg.fresh_resets
   assert dataclasses.replace(cfg, qsm=TINY_LOOP.qsm, algo=TINY_LOOP.algo,
