@@ -144,6 +144,10 @@ class QSMConfig:
       raise ValueError(f"unknown beta_schedule {self.beta_schedule!r}; choose one of {BETA_SCHEDULES}")
     if self.score_scale not in SCORE_SCALES:
       raise ValueError(f"unknown score_scale {self.score_scale!r}; choose one of {SCORE_SCALES}")
+    if self.ascent_sampler and self.clip_denoised:
+      raise ValueError("ascent_sampler and clip_denoised are two different sampler steps; "
+                       "choose one (the Brax presets set ascent_sampler: add "
+                       "--noascent_sampler to use clip_denoised)")
     if self.score_critic not in SCORE_CRITICS:
       raise ValueError(f"unknown score_critic {self.score_critic!r}; choose one of {SCORE_CRITICS}")
     if self.critic_reward_norm not in CRITIC_REWARD_NORMS:
@@ -156,10 +160,6 @@ class QSMConfig:
         or not (math.isfinite(self.spread_target) and 0 < self.spread_target < 2)):
       raise ValueError(f"spread_target must be a number in (0, 2) (a distance between actions "
                        f"in [-1, 1]), got {self.spread_target!r}")
-    if self.ascent_sampler and self.clip_denoised:
-      raise ValueError("ascent_sampler and clip_denoised are two different sampler steps; "
-                       "choose one (the Brax presets set ascent_sampler: add "
-                       "--noascent_sampler to use clip_denoised)")
     if not (isinstance(self.spread_rate, numbers.Real) and 0 < self.spread_rate <= 1):
       raise ValueError(f"spread_rate must be in (0, 1], got {self.spread_rate!r}")
     optional = tuple(name for name in ("eval_temperature", "target_temperature")

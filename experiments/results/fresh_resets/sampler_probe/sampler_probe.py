@@ -18,7 +18,9 @@ from qsm_jax.diffusion import ddpm_sample, make_schedule, noise_actions
 N = 8000
 
 
-def draws(T, beta, M_q, k, a_star, temperature, scale_free=True, key=jax.random.PRNGKey(0)):
+def draws(T, beta, M_q, k, a_star, temperature, scale_free=True, key=jax.random.PRNGKey(0),
+          ascent=False):
+  """The draws' summary; ``ascent``: the ascent sampler's step (ascent_sampler/ascent_probe.py)."""
   schedule = make_schedule(T, beta)
   replay = jax.random.uniform(key, (N, 1), minval=-1, maxval=1)
   for _ in range(8):
@@ -27,7 +29,8 @@ def draws(T, beta, M_q, k, a_star, temperature, scale_free=True, key=jax.random.
     a_t = noise_actions(schedule, replay, t, jax.random.normal(k_eps, replay.shape))
     s = float(jnp.mean(jnp.abs(k * (a_t - a_star)))) if scale_free else 1.0
     eps_fn = lambda obs, x, t_in, s=s: M_q * k * (x - a_star) / s  # = -M_q grad_a Q / s
-    a = ddpm_sample(schedule, eps_fn, jnp.zeros((N, 1)), 1, k_draw, temperature=temperature)
+    a = ddpm_sample(schedule, eps_fn, jnp.zeros((N, 1)), 1, k_draw, temperature=temperature,
+                    ascent=ascent)
     replay = jnp.clip(a + 0.1 * jax.random.normal(k_explore, a.shape), -1, 1)
   a = np.asarray(a)[:, 0]
   return f"{a.mean():+.3f} ± {a.std():.3f} ({np.mean(np.abs(a) > 0.99):.0%} at a bound)"
